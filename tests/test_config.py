@@ -1,0 +1,113 @@
+"""The CLI's configuration contract: merging, overrides, and errors that exit with code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lit_ebm.config import Config, ConfigError, load_config, model_config_from_dict, to_container
+from lit_ebm.fit import main
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def test_files_merge_left_to_right_then_overrides(tmp_path: Path) -> None:
+    first = tmp_path / "a.yaml"
+    second = tmp_path / "b.yaml"
+    first.write_text("name: first\ndata:\n  batch_size: 8\n  num_workers: 1\n")
+    second.write_text("data:\n  batch_size: 16\n")
+    cfg = load_config([str(first), str(second)], ["data.num_workers=3"])
+    assert (cfg.name, cfg.data.batch_size, cfg.data.num_workers) == ("first", 16, 3)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path: Path) -> None:
+    cfg = load_config([str(path)])
+    assert isinstance(cfg, Config)
+
+
+def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    assert main(list(argv)) == 2
+    return capsys.readouterr().err
+
+
+def test_unknown_key_names_it_and_the_closest_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    err = _error(capsys, "data.batch_sise=3")
+    assert "unknown config key 'data.batch_sise'" in err
+    assert "data.batch_size" in err
+
+
+def test_unknown_nested_key_in_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  generator:\n    realnvp:\n      num_block: 2\n")
+    err = _error(capsys, "--config", str(config))
+    assert "'model.generator.realnvp.num_block'" in err
+    assert "model.generator.realnvp.num_blocks" in err
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("data.batch_size=abc", "expected an integer"),
+        ("data.download=maybe", "expected true or false"),
+        ("model.grad_clip_norm=big", "expected a number or null"),
+        ("data.batch_size=0", "expected a positive number"),
+        ("data.name=imagenet", "expected one of mnist5k, mnist, cifar10, toy2d"),
+        ("model.energy_optim.betas=[0.5,1.5]", "expected two numbers in [0, 1)"),
+    ],
+)
+def test_wrong_value_names_key_value_and_expectation(
+    override: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, value = override.split("=", 1)
+    err = _error(capsys, override)
+    assert f"'{key}'" in err
+    assert value.strip("[]").split(",")[0] in err
+    assert expected in err
+
+
+def test_incompatible_generator_and_data(capsys: pytest.CaptureFixture[str]) -> None:
+    err = _error(capsys, "data.name=toy2d")
+    assert "'model.generator.name'" in err and "realnvp2d or mixture2d" in err
+
+
+def test_missing_config_file_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    err = _error(capsys, "--config", "no/such/file.yaml")
+    assert "config file not found: 'no/such/file.yaml'" in err
+
+
+def test_malformed_override(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "is not of the form key=value" in _error(capsys, "data.batch_size")
+
+
+def test_print_config_prints_every_section(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(REPO / "configs/quickstart.yaml"), "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["name"] == "quickstart"
+    assert set(printed) >= {"data", "model", "trainer", "output_dir", "ckpt_path"}
+    assert printed["model"]["generator"]["realnvp"]["hidden_channels"] == 32
+
+
+def test_process_exit_code_and_help() -> None:
+    bad = subprocess.run([sys.executable, "-m", "lit_ebm.fit", "data.nme=x"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2
+    assert "data.name" in bad.stderr and "Traceback" not in bad.stderr
+    shown = subprocess.run([sys.executable, "-m", "lit_ebm.fit", "--help"],
+                           capture_output=True, text=True, cwd=REPO)
+    assert shown.returncode == 0
+    assert "--config FILE" in shown.stdout and "--print-config" in shown.stdout
+
+
+def test_model_section_round_trips_through_a_plain_dict() -> None:
+    cfg = load_config([], ["model.n_critic=3", "model.energy_optim.lr=0.002"])
+    plain = to_container(cfg.model)
+    assert isinstance(plain, dict) and plain["n_critic"] == 3
+    assert model_config_from_dict(plain) == cfg.model
+    with pytest.raises(ConfigError, match="unknown config key 'n_critics'"):
+        model_config_from_dict({**plain, "n_critics": 2})
