@@ -1,0 +1,61 @@
+"""The generator protocol: a sampler whose density can be evaluated where the energy looks."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+
+def bits_per_dim(log_q: Tensor, num_dims: int, discrete: bool) -> Tensor:
+    """Bits per dimension of 8-bit data from log-densities in the energy's input space.
+
+    Continuous models see x = (k + u) / 256 in [0, 1]^D, so the density of the discrete
+    image k is approximated by q(x) / 256^D: bpd = (-log q(x) + D log 256) / (D ln 2).
+    Discrete models give the probability mass of k directly: bpd = -log q(k) / (D ln 2).
+    """
+    nats = -log_q
+    if not discrete:
+        nats = nats + num_dims * math.log(256.0)
+    return nats / (num_dims * math.log(2.0))
+
+
+class Generator(nn.Module, ABC):
+    """A generator q whose log-density is exact and lives in the energy's input space.
+
+    Subclasses set ``discrete``: ``False`` means ``sample`` is reparameterised (gradients flow
+    through the samples and their log-density), ``True`` means samples are discrete and the
+    generator is trained with the score-function estimator.
+    """
+
+    discrete: bool = False
+
+    def __init__(self, event_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.event_shape = tuple(event_shape)
+
+    @property
+    def num_dims(self) -> int:
+        """Number of scalar dimensions D of one sample."""
+        return math.prod(self.event_shape)
+
+    @abstractmethod
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Exact log q(x) of a batch ``x`` of shape ``(B, *event_shape)``; returns ``(B,)``."""
+
+    @abstractmethod
+    def sample(self, num_samples: int) -> tuple[Tensor, Tensor]:
+        """Draw ``(x, log_q)`` with ``x`` of shape ``(n, *event_shape)`` and ``log_q`` of ``(n,)``.
+
+        For continuous generators both outputs carry gradients to the parameters.
+        """
+
+    def bits_per_dim(self, x: Tensor) -> Tensor:
+        """Bits per dimension of each image in ``x`` (see :func:`bits_per_dim`)."""
+        return bits_per_dim(self.log_prob(x), self.num_dims, self.discrete)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
