@@ -1,0 +1,244 @@
+"""The mathematics of Finn, Christiano, Abbeel & Levine (2016), arXiv:1611.03852, as pure functions.
+
+Notation and sign conventions (DESIGN.md section 2):
+
+- ``energy`` is E(x), low = likely; the energy-based model is p_theta(x) = exp(-E(x)) / Z.
+- ``log_z`` is a learned scalar estimate of log Z (a float or a one-element tensor).
+- ``log_q`` is the generator's exact log-density log q(x), in the space the energy sees.
+- Data x+ ~ p and generated x- ~ q come in batches of the SAME size, so that their union S is
+  a sample of the mixture mu = p/2 + q/2. Every per-sample quantity is a 1-D tensor.
+- The discriminator logit is "data is high": l(x) = -E(x) - log_z - log q(x), D = sigmoid(l).
+
+The paper's three facts, exact on any finite batch with equal-size real and fake batches:
+
+1. The log_z minimising :func:`discriminator_loss` is a fixed point of :func:`log_partition_is`.
+2. At that log_z, the gradient of :func:`discriminator_loss` w.r.t. the energy's parameters equals
+   that of :func:`guided_cost_loss`, with no constant factor.
+3. mean over x- of -l(x-) = log_z + :func:`generator_loss_reparameterised`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LogZ = Tensor | float
+
+_PAIRING_ADVICE = (
+    "The real and generated batches must have the same size, so that their union is a sample "
+    "of mu = p/2 + q/2: the generator must draw as many samples as the data batch holds, and "
+    "every per-sample quantity must be a 1-D tensor with one entry per sample."
+)
+
+
+def _describe(named_tensors: dict[str, Tensor]) -> str:
+    return ", ".join(f"{name} {tuple(t.shape)}" for name, t in named_tensors.items())
+
+
+def _check_1d(**named_tensors: Tensor) -> None:
+    """Raise ValueError unless every tensor is a non-empty 1-D batch of per-sample values."""
+    bad = {name: t for name, t in named_tensors.items() if t.ndim != 1 or t.shape[0] == 0}
+    if bad:
+        raise ValueError(
+            f"expected non-empty 1-D tensors (one value per sample), got {_describe(bad)}. "
+            "Reduce per-sample outputs to shape (batch,), e.g. energy(x).squeeze(-1)."
+        )
+
+
+def _check_log_z(log_z: LogZ) -> None:
+    if isinstance(log_z, Tensor) and log_z.numel() != 1:
+        raise ValueError(f"log_z must be a scalar, got a tensor of shape {tuple(log_z.shape)}")
+
+
+def _logmeanexp(x: Tensor) -> Tensor:
+    return torch.logsumexp(x, dim=0) - math.log(x.shape[0])
+
+
+def check_paired_batches(**named_tensors: Tensor) -> int:
+    """Check that all tensors are non-empty 1-D batches of one common size; return that size.
+
+    Raises ValueError naming each quantity and its shape otherwise. Pass the per-sample
+    quantities of both the data batch and the generated batch, e.g.
+    ``check_paired_batches(energy_real=e_r, energy_fake=e_f, log_q_real=lq_r, log_q_fake=lq_f)``.
+    """
+    _check_1d(**named_tensors)
+    if len({t.shape[0] for t in named_tensors.values()}) > 1:
+        raise ValueError(f"batch size mismatch: {_describe(named_tensors)}. {_PAIRING_ADVICE}")
+    return next(iter(named_tensors.values())).shape[0]
+
+
+def discriminator_logits(energy: Tensor, log_z: LogZ, log_q: Tensor) -> Tensor:
+    """Discriminator logit l(x) = -E(x) - log_z - log q(x), "data is high" (paper section 3).
+
+    D(x) = sigmoid(l(x)) = p_theta(x) / (p_theta(x) + q(x)) with p_theta = exp(-E) / exp(log_z).
+    Gradients flow into every argument; :func:`discriminator_loss` detaches ``log_q`` itself.
+    """
+    check_paired_batches(energy=energy, log_q=log_q)
+    _check_log_z(log_z)
+    return -energy - log_z - log_q
+
+
+def discriminator_loss(
+    energy_real: Tensor,
+    energy_fake: Tensor,
+    log_z: LogZ,
+    log_q_real: Tensor,
+    log_q_fake: Tensor,
+) -> Tensor:
+    """Energy/discriminator loss L_D = mean softplus(-l(x+)) + mean softplus(l(x-)) (section 3).
+
+    This is the GAN loss -E_p[log D] - E_q[log(1 - D)], minimised over the energy's parameters and
+    ``log_z``. The generator density is a constant here: the caller should compute ``log_q_*``
+    without gradient, and they are detached inside anyway.
+
+    With batches of equal size N and union S: dL_D/dlog_z = 1 - 2 mean_S D, which vanishes exactly
+    when log_z = log_partition_is(...) (fact 1); at that point
+    grad_theta L_D = mean_+ grad E - (1/N) sum_S D grad E = grad_theta L_cost (fact 2).
+    """
+    check_paired_batches(
+        energy_real=energy_real,
+        energy_fake=energy_fake,
+        log_q_real=log_q_real,
+        log_q_fake=log_q_fake,
+    )
+    logits_real = discriminator_logits(energy_real, log_z, log_q_real.detach())
+    logits_fake = discriminator_logits(energy_fake, log_z, log_q_fake.detach())
+    return F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean()
+
+
+def generator_loss_reparameterised(energy_fake: Tensor, log_q_fake: Tensor) -> Tensor:
+    """Generator loss L_G = mean over x- of [E(x-) + log q(x-)], for reparameterised samples.
+
+    This is also the sampler loss of paper eq. 2: E_q[E + log q] = KL(q || p_theta) - log Z, so
+    no separate sampler loss exists. It equals mean(-l(x-)) - log_z (fact 3): the GAN generator
+    loss E_q[log((1 - D) / D)] up to the constant log_z. Gradients flow through E(x-) (the energy
+    frozen by the caller) and through log q(x-) computed on the sampling path.
+    """
+    check_paired_batches(energy_fake=energy_fake, log_q_fake=log_q_fake)
+    return (energy_fake + log_q_fake).mean()
+
+
+def generator_loss_score_function(energy_fake: Tensor, log_q_fake: Tensor) -> Tensor:
+    """Score-function (REINFORCE) surrogate for L_G, for discrete samples (paper section 4).
+
+    Returns mean_i stopgrad(f_i - b_i) * log q(x_i) with f_i = E(x_i) + log q(x_i) and the
+    leave-one-out baseline b_i = mean over j != i of f_j. Since b_i is independent of x_i, the
+    gradient is an unbiased estimate of grad E_q[E + log q] (the score's mean is zero). Read as
+    reinforcement learning: q is a policy, -E the reward and -log q the entropy bonus.
+
+    The returned value is a surrogate, not L_G: log ``generator_loss_reparameterised`` (detached)
+    for monitoring. Needs at least two samples for the baseline.
+    """
+    n = check_paired_batches(energy_fake=energy_fake, log_q_fake=log_q_fake)
+    if n < 2:
+        raise ValueError(
+            f"the leave-one-out baseline needs a batch of at least 2 samples, got {n}; "
+            "draw more generator samples per step"
+        )
+    cost = (energy_fake + log_q_fake).detach()
+    baseline = (cost.sum() - cost) / (n - 1)
+    return ((cost - baseline) * log_q_fake).mean()
+
+
+def log_mu(energy: Tensor, log_z: LogZ, log_q: Tensor) -> Tensor:
+    """Log-density of the mixture mu = p_theta/2 + q/2 (paper eq. 4 with p~ = p_theta).
+
+    log mu(x) = logaddexp(-E(x) - log_z, log q(x)) - log 2.
+    """
+    check_paired_batches(energy=energy, log_q=log_q)
+    _check_log_z(log_z)
+    return torch.logaddexp(-energy - log_z, log_q) - math.log(2.0)
+
+
+def log_partition_is(energy: Tensor, log_q: Tensor, log_z: LogZ) -> Tensor:
+    """Importance-sampling estimate of log Z (paper eq. 4), with proposal mu = p_theta/2 + q/2.
+
+    log_z_is = logmeanexp over S of (-E(x) - log mu(x)), where ``energy`` and ``log_q`` hold the
+    already concatenated union S of a data batch and a generated batch of the same size (order
+    irrelevant). ``log_z`` is the current estimate that defines p_theta inside mu. Computed in
+    float64 and returned in the dtype of ``energy``. The minimiser of :func:`discriminator_loss`
+    over log_z is the fixed point log_z_is = log_z (fact 1); iterating log_z <- log_z_is converges
+    to it, since the map's slope is a weighted mean of D in (0, 1).
+    """
+    n = check_paired_batches(energy=energy, log_q=log_q)
+    if n % 2:
+        raise ValueError(
+            f"energy and log_q must hold the union of a data batch and a generated batch of the "
+            f"same size, so their length must be even; got {n}. {_PAIRING_ADVICE}"
+        )
+    energy64 = energy.double()
+    log_z64 = log_z.double() if isinstance(log_z, Tensor) else log_z
+    log_weights = -energy64 - log_mu(energy64, log_z64, log_q.double())
+    return _logmeanexp(log_weights).to(energy.dtype)
+
+
+def initial_log_z(energy: Tensor, log_q: Tensor, tol: float = 1e-10,
+                  max_iter: int = 1000) -> Tensor:
+    """The fixed point log_z = log_z_is of a union batch: the L_D-optimal log Z (fact 1).
+
+    Starts from the plain importance-sampling estimate with proposal q, logmeanexp(-E - log q),
+    and iterates log_z <- :func:`log_partition_is` (a contraction, paper eq. 4) until the step
+    is below ``tol``. Used to initialise the learnable log Z from the first batch.
+    """
+    with torch.no_grad():
+        log_z = _logmeanexp(-energy.double() - log_q.double())
+        for _ in range(max_iter):
+            updated = log_partition_is(energy.double(), log_q.double(), log_z)
+            converged = abs(float(updated - log_z)) < tol
+            log_z = updated
+            if converged:
+                break
+    return log_z.to(energy.dtype)
+
+
+def guided_cost_loss(
+    energy_real: Tensor, energy_all: Tensor, log_q_all: Tensor, log_z: LogZ
+) -> Tensor:
+    """Guided-cost-learning loss (paper eq. 5), the sample-based max-ent IRL objective.
+
+    L_cost = mean E(x+) + logmeanexp over S of (-E(x) - stopgrad(log mu(x))), where ``energy_all``
+    and ``log_q_all`` cover the union S of the data batch and a generated batch of the same size.
+    ``log_z`` and ``log_q_all`` enter only through the stopped-gradient importance weights.
+
+    Fact 2 holds exactly, with no constant factor: at log_z = log_z_is the weights w = p~ / mu sum
+    to 2 N Z, so the normalised weight of x is D(x) / N and grad_theta L_cost =
+    mean_+ grad E - (1/N) sum_S D grad E = grad_theta L_D. (Both losses average over batches, as
+    the paper's expectations do; logmeanexp and logsumexp differ by a constant only.)
+    """
+    n_all = check_paired_batches(energy_all=energy_all, log_q_all=log_q_all)
+    _check_1d(energy_real=energy_real)
+    if n_all != 2 * energy_real.shape[0]:
+        raise ValueError(
+            "energy_all must hold the union of the data batch and a generated batch of the same "
+            f"size, i.e. twice as many entries as energy_real; got "
+            f"{_describe({'energy_real': energy_real, 'energy_all': energy_all})}. "
+            f"{_PAIRING_ADVICE}"
+        )
+    log_weights = -energy_all - log_mu(energy_all, log_z, log_q_all).detach()
+    return energy_real.mean() + _logmeanexp(log_weights)
+
+
+def energy_magnitude_penalty(energy_real: Tensor, energy_fake: Tensor) -> Tensor:
+    """Mean of E(x)^2 over both batches together; the caller multiplies it by alpha.
+
+    A stability regulariser, not part of the paper: it keeps energies near zero, which the
+    losses above leave free up to the shift E -> E + c, log_z -> log_z - c.
+    """
+    _check_1d(energy_real=energy_real, energy_fake=energy_fake)
+    return torch.cat([energy_real, energy_fake]).square().mean()
+
+
+def discriminator_stats(logits_real: Tensor, logits_fake: Tensor) -> dict[str, Tensor]:
+    """Detached monitoring statistics of the discriminator from logits l = -E - log_z - log q.
+
+    ``d_acc_real`` is the fraction of data with l(x+) > 0 (classified as data), ``d_acc_fake``
+    the fraction of generated samples with l(x-) < 0 (classified as generated).
+    """
+    _check_1d(logits_real=logits_real, logits_fake=logits_fake)
+    return {
+        "d_acc_real": (logits_real.detach() > 0).float().mean(),
+        "d_acc_fake": (logits_fake.detach() < 0).float().mean(),
+    }
