@@ -1,0 +1,131 @@
+"""Energy networks E(x) (low energy = likely) for 2-D points and for images.
+
+Neither network uses normalisation layers: batch statistics would make E(x) depend on the rest of
+the batch, and the data and generated batches must be scored by the same function.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from itertools import pairwise
+
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from lit_ebm.config import EnergyConfig
+
+
+def _maybe_spectral_norm(layer: nn.Module, enabled: bool) -> nn.Module:
+    return _spectral_norm(layer) if enabled else layer
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+class MLPEnergy(nn.Module):
+    """``E(x) = net(x) + confinement * ||x||^2`` for flat inputs of ``in_features`` dimensions.
+
+    ``net`` is an MLP with ``depth`` hidden layers of ``hidden_features`` SiLU units and a scalar
+    output. SiLU is Lipschitz, so ``|net(x)| <= |net(0)| + L ||x||`` grows at most linearly; the
+    fixed quadratic term (``confinement > 0``) dominates far from the origin, so
+    ``Z = integral exp(-E(x)) dx`` is finite for every parameter value and ``p = exp(-E) / Z`` is
+    a proper density.
+    """
+
+    def __init__(
+        self,
+        in_features: int = 2,
+        hidden_features: int = 128,
+        depth: int = 3,
+        confinement: float = 0.1,
+        spectral_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        _require(in_features >= 1, f"in_features must be >= 1, got {in_features}")
+        _require(hidden_features >= 1, f"hidden_features must be >= 1, got {hidden_features}")
+        _require(depth >= 1, f"depth must be >= 1 (number of hidden layers), got {depth}")
+        _require(
+            confinement > 0,
+            f"confinement must be > 0 so that Z is finite, got {confinement}; try 0.1",
+        )
+        self.confinement = confinement
+        widths = [in_features] + [hidden_features] * depth
+        layers: list[nn.Module] = []
+        for width_in, width_out in pairwise(widths):
+            linear = nn.Linear(width_in, width_out)
+            layers += [_maybe_spectral_norm(linear, spectral_norm), nn.SiLU()]
+        layers.append(_maybe_spectral_norm(nn.Linear(hidden_features, 1), spectral_norm))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Energies ``(B,)`` of a batch ``(B, in_features)`` (other shapes are flattened)."""
+        x = x.flatten(1)
+        return self.net(x).squeeze(-1) + self.confinement * x.pow(2).sum(dim=1)
+
+
+class ConvEnergy(nn.Module):
+    """Convolutional energy for images in ``[0, 1]`` of shape ``image_shape = (C, H, W)``.
+
+    Inputs are rescaled to ``[-1, 1]``, then pass ``depth`` stages; stage ``i`` has
+    ``channels * 2**i`` channels and is a 3x3 convolution followed by a stride-2 3x3 convolution
+    (halving height and width, rounding up), each followed by SiLU. Global average pooling and a
+    linear layer give one scalar per image. ``spectral_norm=True`` wraps every convolution and the
+    final linear layer in :func:`torch.nn.utils.parametrizations.spectral_norm`.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        channels: int = 64,
+        depth: int = 3,
+        spectral_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        _require(
+            len(image_shape) == 3 and all(int(size) >= 1 for size in image_shape),
+            f"image_shape must be (channels, height, width) of positive ints, got {image_shape}",
+        )
+        _require(channels >= 1, f"channels must be >= 1, got {channels}")
+        _require(depth >= 1, f"depth must be >= 1 (number of downsampling stages), got {depth}")
+        in_channels, height, width = (int(size) for size in image_shape)
+        _require(
+            2**depth <= min(height, width),
+            f"depth={depth} halves the {height}x{width} image below 1 pixel; "
+            f"use depth <= {min(height, width).bit_length() - 1}",
+        )
+        self.image_shape = (in_channels, height, width)
+
+        def conv(c_in: int, c_out: int, stride: int) -> nn.Module:
+            layer = nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1)
+            return _maybe_spectral_norm(layer, spectral_norm)
+
+        layers: list[nn.Module] = []
+        for stage in range(depth):
+            out_channels = channels * 2**stage
+            layers += [conv(in_channels, out_channels, 1), nn.SiLU()]
+            layers += [conv(out_channels, out_channels, 2), nn.SiLU()]
+            in_channels = out_channels
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        layers.append(_maybe_spectral_norm(nn.Linear(in_channels, 1), spectral_norm))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Energies ``(B,)`` of images ``(B, C, H, W)`` with values in ``[0, 1]``."""
+        if tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"expected images of shape (B, {', '.join(map(str, self.image_shape))}), "
+                f"got {tuple(x.shape)}"
+            )
+        return self.net(2.0 * x - 1.0).squeeze(-1)
+
+
+def build_energy(config: EnergyConfig, event_shape: tuple[int, ...]) -> nn.Module:
+    """The energy network named by ``config.name`` for examples of shape ``event_shape``."""
+    if config.name == "conv":
+        return ConvEnergy(tuple(event_shape), **asdict(config.conv))
+    if config.name == "mlp":
+        return MLPEnergy(in_features=math.prod(event_shape), **asdict(config.mlp))
+    raise ValueError(f"unknown energy {config.name!r}")
