@@ -1,0 +1,193 @@
+"""LightningDataModules: bundled mnist5k, torchvision MNIST and CIFAR-10, and toy2d points.
+
+Image batches are float tensors in the energy's input space (DESIGN.md section 2):
+continuous generators get uniformly dequantised x = (k + u) / 256 in [0, 1); discrete
+generators get k / 255. Validation noise is fixed per image, so val/bpd is comparable
+across epochs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from lit_ebm.config import ConfigError, DataConfig
+from lit_ebm.toy2d import sample_toy2d
+
+REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+MNIST5K_FILE = "mnist_5k.npz"
+MNIST5K_VAL_PER_CLASS = 50
+IMAGE_SHAPES = {"mnist5k": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+def event_shape(data: DataConfig) -> tuple[int, ...]:
+    """Shape of one example of the configured data set."""
+    return IMAGE_SHAPES.get(data.name, (2,))
+
+
+class QuantisedImages(Dataset):
+    """uint8 images ``(N, C, H, W)`` served as floats in the energy's input space."""
+
+    def __init__(self, images: Tensor, dequantise: bool, noise_seed: int | None = None) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"expected uint8 images of shape (N, C, H, W), got {images.dtype} "
+                             f"{tuple(images.shape)}")
+        self.images = images
+        self.dequantise = dequantise
+        self.noise_seed = noise_seed
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Tensor:
+        levels = self.images[index].float()
+        if not self.dequantise:
+            return levels / 255.0
+        if self.noise_seed is None:
+            noise = torch.rand(levels.shape)
+        else:
+            rng = torch.Generator().manual_seed(self.noise_seed + index)
+            noise = torch.rand(levels.shape, generator=rng)
+        return (levels + noise) / 256.0
+
+
+def stratified_split(labels: np.ndarray, val_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic train/val indices holding ``val_per_class`` of each label out for val."""
+    rng = np.random.default_rng(0)
+    val = np.concatenate([
+        rng.permutation(np.flatnonzero(labels == label))[:val_per_class]
+        for label in np.unique(labels)
+    ])
+    train = np.setdiff1d(np.arange(len(labels)), val)
+    return train, np.sort(val)
+
+
+def _missing(path: Path, what: str, download_possible: bool) -> ConfigError:
+    fix = "set data.root to the folder that holds it"
+    if download_possible:
+        fix += ", or set data.download=true to fetch it"
+    return ConfigError(f"{what} not found at '{path}': {fix}")
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """mnist5k (bundled), mnist or cifar10 as :class:`QuantisedImages` loaders."""
+
+    def __init__(self, config: DataConfig, dequantise: bool) -> None:
+        super().__init__()
+        if config.name not in IMAGE_SHAPES:
+            raise ConfigError(f"data.name={config.name!r} is not an image data set")
+        self.config = config
+        self.dequantise = dequantise
+        self.root = Path(config.root) if config.root is not None else REPO_DATA_DIR
+        self.train_set: QuantisedImages | None = None
+        self.val_set: QuantisedImages | None = None
+
+    def check_files(self) -> None:
+        """Raise :class:`ConfigError` naming the expected path when data cannot be found."""
+        name = self.config.name
+        if name == "mnist5k":
+            path = self.root / MNIST5K_FILE
+            if not path.is_file():
+                raise _missing(path, "the bundled mnist5k archive", download_possible=False)
+        elif not self.config.download:
+            folder = {"mnist": "MNIST/raw", "cifar10": "cifar-10-batches-py"}[name]
+            path = self.root / folder
+            if not path.is_dir():
+                raise _missing(path, f"the {name} files", download_possible=True)
+
+    def prepare_data(self) -> None:
+        self.check_files()
+        if self.config.download and self.config.name != "mnist5k":
+            self._torchvision_sets(download=True)
+
+    def _torchvision_sets(self, download: bool) -> tuple[Dataset, Dataset]:
+        from torchvision import datasets
+
+        cls = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10}[self.config.name]
+        root = str(self.root)
+        try:
+            return (cls(root, train=True, download=download),
+                    cls(root, train=False, download=download))
+        except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+            raise ConfigError(f"could not load {self.config.name} from '{root}': {err}") from None
+
+    def _load_uint8(self) -> tuple[Tensor, Tensor]:
+        if self.config.name == "mnist5k":
+            with np.load(self.root / MNIST5K_FILE) as archive:
+                images, labels = archive["images"], archive["labels"]
+            train, val = stratified_split(labels, MNIST5K_VAL_PER_CLASS)
+            images = torch.from_numpy(images).unsqueeze(1)
+            return images[train], images[val]
+        train_set, val_set = self._torchvision_sets(download=False)
+        return _as_nchw_uint8(train_set.data), _as_nchw_uint8(val_set.data)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.check_files()
+        train, val = self._load_uint8()
+        self.train_set = QuantisedImages(train, self.dequantise)
+        self.val_set = QuantisedImages(val, self.dequantise, noise_seed=0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        workers = self.config.num_workers
+        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=shuffle,
+                          drop_last=shuffle, num_workers=workers, persistent_workers=workers > 0)
+
+
+def _as_nchw_uint8(data: Tensor | np.ndarray) -> Tensor:
+    """torchvision's MNIST (N, H, W) tensor or CIFAR-10 (N, H, W, C) array to (N, C, H, W)."""
+    images = torch.as_tensor(data)
+    return images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2).contiguous()
+
+
+class Toy2dDataModule(pl.LightningDataModule):
+    """Points from a toy 2-D density (ring8, pinwheel), drawn once from fixed seeds."""
+
+    def __init__(self, config: DataConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.train_set: TensorDataset | None = None
+        self.val_set: TensorDataset | None = None
+
+    def check_files(self) -> None:
+        """Toy data are generated, never read from disk."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.train_set = TensorDataset(self._draw(self.config.toy_train_size, seed=1))
+        self.val_set = TensorDataset(self._draw(self.config.toy_val_size, seed=2))
+
+    def _draw(self, num_points: int, seed: int) -> Tensor:
+        rng = torch.Generator().manual_seed(seed)
+        return sample_toy2d(self.config.toy_shape, num_points, rng)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.config.batch_size, shuffle=True,
+                          drop_last=True, collate_fn=_stack_points)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.config.batch_size, collate_fn=_stack_points)
+
+
+def _stack_points(items: list[tuple[Tensor]]) -> Tensor:
+    return torch.stack([item[0] for item in items])
+
+
+def build_datamodule(config: DataConfig, dequantise: bool) -> ImageDataModule | Toy2dDataModule:
+    """The DataModule for ``config``; ``dequantise`` follows the generator (continuous or not)."""
+    if config.name == "toy2d":
+        return Toy2dDataModule(config)
+    return ImageDataModule(config, dequantise)

@@ -1,0 +1,289 @@
+"""LightningModules: maximum-likelihood training of a generator, and the adversarial EBM.
+
+``AdversarialEBM`` is Finn et al. (2016), section 3: a GAN whose discriminator is
+D(x) = sigmoid(-E(x) - log Z - log q(x)). Its energy step minimises L_D over (E, log Z), its
+generator step minimises L_G = E_q[E(x) + log q(x)]; the mathematics is in
+:mod:`lit_ebm.objectives`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torch.optim import Adam, Optimizer
+from torchmetrics import MeanMetric
+
+from lit_ebm import objectives
+from lit_ebm.checkpoints import check_compatible, read_checkpoint, sub_state_dict
+from lit_ebm.config import OptimConfig, model_config_from_dict
+from lit_ebm.energy import build_energy
+from lit_ebm.figures import image_grid, toy2d_figure
+from lit_ebm.generators import bits_per_dim, build_generator
+from lit_ebm.metrics import LogMeanExp
+from lit_ebm.toy2d import log_partition_grid
+
+TOY2D_GRID_BOUND = 8.0
+TOY2D_GRID_RESOLUTION = 400
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; training stops before the bad update is applied."""
+
+
+def _adam(params: Any, config: OptimConfig) -> Adam:
+    return Adam(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+
+
+class GenerativeModule(pl.LightningModule):
+    """What both objectives share: the generator, its validation likelihood and sample figures.
+
+    Hyperparameters are the plain ``model`` dict and the data's ``event_shape``, so
+    checkpoints load with ``torch.load(weights_only=True)`` and ``load_from_checkpoint(path)``
+    needs no config file.
+    """
+
+    def __init__(self, model: dict[str, Any], event_shape: list[int]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = model_config_from_dict(model)
+        self.event_shape = tuple(event_shape)
+        self.generator = build_generator(self.config.generator, self.event_shape)
+        self.val_nll = MeanMetric()
+        self.val_bpd = MeanMetric()
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.event_shape) == 3
+
+    def _log_likelihood_stats(self, log_q: Tensor, stage: str) -> None:
+        """Log nll (nats per example) and, for images, bits/dim of the data under q."""
+        on_step = stage == "train"
+        self.log(f"{stage}/nll", -log_q.mean(), on_step=on_step, on_epoch=not on_step,
+                 sync_dist=not on_step, batch_size=len(log_q))
+        if self.is_image:
+            bpd = bits_per_dim(log_q, self.generator.num_dims, self.generator.discrete)
+            self.log(f"{stage}/bpd", bpd.mean(), on_step=on_step, on_epoch=not on_step,
+                     sync_dist=not on_step, prog_bar=True, batch_size=len(log_q))
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        log_q = self.generator.log_prob(batch)
+        self.val_nll.update(-log_q)
+        self.log("val/nll", self.val_nll, prog_bar=not self.is_image)
+        if self.is_image:
+            self.val_bpd.update(bits_per_dim(log_q, self.generator.num_dims,
+                                             self.generator.discrete))
+            self.log("val/bpd", self.val_bpd, prog_bar=True)
+
+    def optimizer_configs(self) -> list[OptimConfig]:
+        """The config of each optimiser, in ``configure_optimizers`` order."""
+        return [self.config.generator_optim]
+
+    def on_train_start(self) -> None:
+        """Apply the configured lr, betas and weight decay, also over a resumed optimiser state."""
+        configs = self.optimizer_configs()
+        for optimizer, config in zip(self.trainer.optimizers, configs, strict=True):
+            for group in optimizer.param_groups:
+                group.update(lr=config.lr, betas=tuple(config.betas),
+                             weight_decay=config.weight_decay)
+
+    def clip(self, optimizer: Optimizer) -> None:
+        """Clip ``optimizer``'s gradient norm to ``model.grad_clip_norm`` when it is set."""
+        if self.config.grad_clip_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.config.grad_clip_norm,
+                                gradient_clip_algorithm="norm")
+
+    def check_finite(self, name: str, value: Tensor) -> None:
+        """Stop with :class:`NonFiniteLossError` if ``value`` is NaN or infinite on any rank."""
+        finite = bool(torch.isfinite(value.detach()).all())
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            raise NonFiniteLossError(
+                f"{name} is not finite ({value.detach().cpu().tolist()}) at global step "
+                f"{self.global_step}, epoch {self.current_epoch}. Training stopped before the "
+                "update; the last checkpoint is intact. Lower the learning rate or set "
+                "model.grad_clip_norm / model.energy_reg, then resume with ckpt_path=last."
+            )
+
+    @torch.no_grad()
+    def render_samples(self, num_samples: int, data: Tensor | None = None) -> Tensor:
+        """A figure of generator samples as a ``(3, H, W)`` image in [0, 1]."""
+        was_training = self.training
+        self.eval()
+        samples, _ = self.generator.sample(num_samples)
+        if self.is_image:
+            figure = image_grid(samples)
+        else:
+            figure = toy2d_figure(self.toy2d_log_density, samples, data)
+        self.train(was_training)
+        return figure
+
+    def toy2d_log_density(self, points: Tensor) -> Tensor:
+        """The log-density shown behind toy2d figures (the generator's here)."""
+        return self.generator.log_prob(points)
+
+
+class MaximumLikelihood(GenerativeModule):
+    """Fit the generator by maximum likelihood: minimise -log q(x) per dimension."""
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        log_q = self.generator.log_prob(batch)
+        loss = -log_q.mean() / self.generator.num_dims
+        self.check_finite("train/loss (negative log-likelihood per dimension)", loss)
+        self._log_likelihood_stats(log_q, "train")
+        return loss
+
+    def configure_optimizers(self) -> Optimizer:
+        return _adam(self.generator.parameters(), self.config.generator_optim)
+
+    def configure_gradient_clipping(self, optimizer: Optimizer, gradient_clip_val: Any = None,
+                                    gradient_clip_algorithm: Any = None) -> None:
+        self.clip(optimizer)
+
+
+class AdversarialEBM(GenerativeModule):
+    """Energy E, learnable log Z and generator q trained as in Finn et al. (2016), section 3.
+
+    Each batch is one energy step on L_D (generator samples drawn without gradient); every
+    ``n_critic``-th batch also takes a generator step on L_G with the energy frozen,
+    reparameterised for continuous generators and score-function for discrete ones.
+    """
+
+    def __init__(self, model: dict[str, Any], event_shape: list[int]) -> None:
+        super().__init__(model, event_shape)
+        self.automatic_optimization = False
+        self.energy = build_energy(self.config.energy, self.event_shape)
+        self.log_z = nn.Parameter(torch.zeros(()))
+        self.register_buffer("log_z_initialised", torch.tensor(False))
+        self.val_log_z_is = LogMeanExp()
+
+    def load_generator(self, path: str) -> None:
+        """Load the generator from a ``MaximumLikelihood`` checkpoint (model.generator_init)."""
+        checkpoint = read_checkpoint(path, "model.generator_init")
+        weights = sub_state_dict(checkpoint["state_dict"], "generator")
+        check_compatible(self.generator.state_dict(), weights,
+                         f"model.generator_init checkpoint '{path}'")
+        self.generator.load_state_dict(weights)
+
+    def score(self, x: Tensor) -> dict[str, Tensor]:
+        """Score images or points with the learned EBM p_theta(x) = exp(-E(x)) / Z.
+
+        Returns ``energy`` E(x) and ``log_prob`` = -E(x) - log Z, the normalised log-density
+        under the learned log Z, each of shape ``(B,)``; in the same space as the training data.
+        """
+        energy = self.energy(x)
+        return {"energy": energy, "log_prob": -energy - self.log_z}
+
+    def optimizer_configs(self) -> list[OptimConfig]:
+        return [self.config.energy_optim, self.config.generator_optim]
+
+    def configure_optimizers(self) -> list[Optimizer]:
+        energy_params = [*self.energy.parameters(), self.log_z]
+        return [_adam(energy_params, self.config.energy_optim),
+                _adam(self.generator.parameters(), self.config.generator_optim)]
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.global_rank:  # every rank draws its own generator samples
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
+
+    def _init_log_z(self, energy: Tensor, log_q: Tensor) -> None:
+        """Set log Z to the first batch's importance-sampling fixed point, mean over ranks."""
+        value = objectives.initial_log_z(energy.detach(), log_q)
+        value = self.trainer.strategy.reduce(value, reduce_op="mean")
+        with torch.no_grad():
+            self.log_z.fill_(float(value))
+            self.log_z_initialised.fill_(True)
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> None:
+        energy_opt, generator_opt = self.optimizers()
+        x_real = batch
+        with torch.no_grad():
+            x_fake, log_q_fake = self.generator.sample(len(x_real))
+            log_q_real = self.generator.log_prob(x_real)
+        energy_real, energy_fake = self.energy(x_real), self.energy(x_fake)
+        if not self.log_z_initialised:
+            self._init_log_z(torch.cat([energy_real, energy_fake]),
+                             torch.cat([log_q_real, log_q_fake]))
+
+        loss_d = objectives.discriminator_loss(energy_real, energy_fake, self.log_z,
+                                               log_q_real, log_q_fake)
+        loss = loss_d
+        if self.config.energy_reg > 0:
+            loss = loss + self.config.energy_reg * objectives.energy_magnitude_penalty(
+                energy_real, energy_fake)
+        self.check_finite("train/loss_d (energy/discriminator loss)", loss)
+        self._step(energy_opt, loss)
+        self._log_energy_stats(energy_real.detach(), energy_fake.detach(), log_q_real,
+                               log_q_fake, loss_d.detach())
+
+        if (batch_idx + 1) % self.config.n_critic == 0:
+            with self.toggled_optimizer(generator_opt):
+                loss_g = self._generator_loss(len(x_real))
+                self.check_finite("train/loss_g (generator loss)", loss_g)
+                self._step(generator_opt, loss_g)
+            self.log("train/loss_g", loss_g.detach(), prog_bar=True)
+        self._log_likelihood_stats(log_q_real, "train")
+
+    def _generator_loss(self, num_samples: int) -> Tensor:
+        if self.generator.discrete:
+            x, _ = self.generator.sample(num_samples)
+            log_q = self.generator.log_prob(x.detach())
+            with torch.no_grad():
+                energy = self.energy(x)
+            return objectives.generator_loss_score_function(energy, log_q)
+        x, log_q = self.generator.sample(num_samples)
+        return objectives.generator_loss_reparameterised(self.energy(x), log_q)
+
+    def _step(self, optimizer: Optimizer, loss: Tensor) -> None:
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        self.clip(optimizer)
+        optimizer.step()
+
+    def _log_energy_stats(self, energy_real: Tensor, energy_fake: Tensor, log_q_real: Tensor,
+                          log_q_fake: Tensor, loss_d: Tensor) -> None:
+        log_z = self.log_z.detach()
+        logits_real = objectives.discriminator_logits(energy_real, log_z, log_q_real)
+        logits_fake = objectives.discriminator_logits(energy_fake, log_z, log_q_fake)
+        log_z_is = objectives.log_partition_is(torch.cat([energy_real, energy_fake]),
+                                               torch.cat([log_q_real, log_q_fake]), log_z)
+        stats = {
+            "train/loss_d": loss_d,
+            "train/log_z_is": log_z_is,
+            "train/energy_real": energy_real.mean(),
+            "train/energy_fake": energy_fake.mean(),
+            "train/entropy": -log_q_fake.mean(),
+            **{f"train/{k}": v for k, v in
+               objectives.discriminator_stats(logits_real, logits_fake).items()},
+        }
+        self.log_dict(stats, batch_size=len(energy_real))
+        self.log("train/log_z", log_z, prog_bar=True)
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        super().validation_step(batch, batch_idx)
+        x_fake, log_q_fake = self.generator.sample(len(batch))
+        energy = torch.cat([self.energy(batch), self.energy(x_fake)])
+        log_q = torch.cat([self.generator.log_prob(batch), log_q_fake])
+        log_mu = objectives.log_mu(energy, self.log_z, log_q)
+        self.val_log_z_is.update(-energy - log_mu)
+        self.log("val/log_z_is", self.val_log_z_is)
+        self.log("val/log_z", self.log_z.detach(), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.is_image:
+            log_z_true = log_partition_grid(self.energy, TOY2D_GRID_BOUND, TOY2D_GRID_RESOLUTION,
+                                            device=self.log_z.device)
+            self.log("val/log_z_true", log_z_true, sync_dist=True)
+
+    def toy2d_log_density(self, points: Tensor) -> Tensor:
+        """The learned normalised log-density -E(x) - log Z behind toy2d figures."""
+        return self.score(points)["log_prob"]
+
+
+MODULES: dict[str, Callable[..., GenerativeModule]] = {
+    "mle": MaximumLikelihood,
+    "adversarial": AdversarialEBM,
+}
