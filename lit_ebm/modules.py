@@ -22,7 +22,7 @@ from lit_ebm.checkpoints import check_compatible, read_checkpoint, sub_state_dic
 from lit_ebm.config import OptimConfig, model_config_from_dict
 from lit_ebm.energy import build_energy
 from lit_ebm.figures import image_grid, toy2d_figure
-from lit_ebm.generators import bits_per_dim, build_generator
+from lit_ebm.generators import Generator, bits_per_dim, build_generator
 from lit_ebm.metrics import LogMeanExp
 from lit_ebm.toy2d import log_partition_grid
 
@@ -38,20 +38,38 @@ def _adam(params: Any, config: OptimConfig) -> Adam:
     return Adam(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
 
 
+def check_generator(generator: nn.Module) -> Generator:
+    """Refuse a generator whose density cannot be evaluated, naming what it lacks."""
+    missing = [name for name in ("log_prob", "sample") if not callable(getattr(generator, name,
+                                                                               None))]
+    if missing or not isinstance(getattr(generator, "discrete", None), bool):
+        lacks = ", ".join(missing) if missing else "a boolean `discrete` attribute"
+        raise TypeError(
+            f"{type(generator).__name__} cannot be the generator: it lacks {lacks}. The paper's "
+            "discriminator needs exact log-densities: subclass lit_ebm.generators.Generator "
+            "(log_prob(x) -> (B,), sample(n) -> (x, log_q), discrete: bool)."
+        )
+    return generator
+
+
 class GenerativeModule(pl.LightningModule):
     """What both objectives share: the generator, its validation likelihood and sample figures.
 
     Hyperparameters are the plain ``model`` dict and the data's ``event_shape``, so
     checkpoints load with ``torch.load(weights_only=True)`` and ``load_from_checkpoint(path)``
-    needs no config file.
+    needs no config file. A ``generator`` instance may be passed instead of the configured one
+    (pass it again to ``load_from_checkpoint``).
     """
 
-    def __init__(self, model: dict[str, Any], event_shape: list[int]) -> None:
+    def __init__(self, model: dict[str, Any], event_shape: list[int],
+                 generator: Generator | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["generator", "energy"])
         self.config = model_config_from_dict(model)
         self.event_shape = tuple(event_shape)
-        self.generator = build_generator(self.config.generator, self.event_shape)
+        if generator is None:
+            generator = build_generator(self.config.generator, self.event_shape)
+        self.generator = check_generator(generator)
         self.val_nll = MeanMetric()
         self.val_bpd = MeanMetric()
 
@@ -151,10 +169,12 @@ class AdversarialEBM(GenerativeModule):
     reparameterised for continuous generators and score-function for discrete ones.
     """
 
-    def __init__(self, model: dict[str, Any], event_shape: list[int]) -> None:
-        super().__init__(model, event_shape)
+    def __init__(self, model: dict[str, Any], event_shape: list[int],
+                 generator: Generator | None = None, energy: nn.Module | None = None) -> None:
+        super().__init__(model, event_shape, generator)
         self.automatic_optimization = False
-        self.energy = build_energy(self.config.energy, self.event_shape)
+        self.energy = energy if energy is not None else build_energy(self.config.energy,
+                                                                     self.event_shape)
         self.log_z = nn.Parameter(torch.zeros(()))
         self.register_buffer("log_z_initialised", torch.tensor(False))
         self.val_log_z_is = LogMeanExp()
@@ -201,7 +221,7 @@ class AdversarialEBM(GenerativeModule):
         energy_opt, generator_opt = self.optimizers()
         x_real = batch
         with torch.no_grad():
-            x_fake, log_q_fake = self.generator.sample(len(x_real))
+            x_fake, log_q_fake = self._sample(len(x_real))
             log_q_real = self.generator.log_prob(x_real)
         energy_real, energy_fake = self.energy(x_real), self.energy(x_fake)
         if not self.log_z_initialised:
@@ -227,14 +247,27 @@ class AdversarialEBM(GenerativeModule):
             self.log("train/loss_g", loss_g.detach(), prog_bar=True)
         self._log_likelihood_stats(log_q_real, "train")
 
+    def _sample(self, num_samples: int) -> tuple[Tensor, Tensor]:
+        """``generator.sample`` with its contract checked: the union must be a sample of mu."""
+        x, log_q = self.generator.sample(num_samples)
+        expected = (num_samples, *self.event_shape)
+        if tuple(x.shape) != expected or tuple(log_q.shape) != (num_samples,):
+            raise ValueError(
+                f"generator.sample({num_samples}) at global step {self.global_step} returned x of "
+                f"shape {tuple(x.shape)} and log_q of shape {tuple(log_q.shape)}; expected "
+                f"{expected} and ({num_samples},): the generated batch must be as large as the "
+                "data batch (DESIGN.md section 2)"
+            )
+        return x, log_q
+
     def _generator_loss(self, num_samples: int) -> Tensor:
         if self.generator.discrete:
-            x, _ = self.generator.sample(num_samples)
+            x, _ = self._sample(num_samples)
             log_q = self.generator.log_prob(x.detach())
             with torch.no_grad():
                 energy = self.energy(x)
             return objectives.generator_loss_score_function(energy, log_q)
-        x, log_q = self.generator.sample(num_samples)
+        x, log_q = self._sample(num_samples)
         return objectives.generator_loss_reparameterised(self.energy(x), log_q)
 
     def _step(self, optimizer: Optimizer, loss: Tensor) -> None:
@@ -264,7 +297,7 @@ class AdversarialEBM(GenerativeModule):
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         super().validation_step(batch, batch_idx)
-        x_fake, log_q_fake = self.generator.sample(len(batch))
+        x_fake, log_q_fake = self._sample(len(batch))
         energy = torch.cat([self.energy(batch), self.energy(x_fake)])
         log_q = torch.cat([self.generator.log_prob(batch), log_q_fake])
         log_mu = objectives.log_mu(energy, self.log_z, log_q)

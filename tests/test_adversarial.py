@@ -1,0 +1,184 @@
+"""AdversarialEBM: logged quantities, log Z initialisation, n_critic, both L_G estimators,
+generator checks, scoring, and generator initialisation from an ML checkpoint."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from lit_ebm.config import ConfigError, load_config, to_container
+from lit_ebm.fit import main
+from lit_ebm.generators import Generator
+from lit_ebm.modules import AdversarialEBM
+from lit_ebm.toy2d import sample_toy2d
+
+TOY_RUN = [
+    "--config", "configs/toy2d_adversarial.yaml",
+    "data.batch_size=64", "data.toy_train_size=256", "data.toy_val_size=128",
+    "model.generator.realnvp2d.num_couplings=2", "model.generator.realnvp2d.hidden_features=16",
+    "model.energy.mlp.hidden_features=16", "model.energy.mlp.depth=2",
+    "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
+    "num_sample_images=64",
+]
+REQUIRED = ["train/loss_d", "train/loss_g", "train/log_z", "train/log_z_is", "train/d_acc_real",
+            "train/d_acc_fake", "train/energy_real", "train/energy_fake", "train/entropy",
+            "val/log_z", "val/log_z_is", "val/log_z_true", "val/nll"]
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def _toy_model(**overrides: str) -> dict:
+    cfg = load_config(["configs/toy2d_adversarial.yaml"],
+                      [*TOY_RUN[2:9], *(f"{k}={v}" for k, v in overrides.items())])
+    return to_container(cfg.model)
+
+
+def _fit(module: AdversarialEBM, steps: int, batch_size: int = 32) -> pl.Trainer:
+    data = sample_toy2d("ring8", batch_size * steps, torch.Generator().manual_seed(0))
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", devices=1, limit_val_batches=0)
+    trainer.fit(module, DataLoader(data, batch_size=batch_size))
+    return trainer
+
+
+def test_toy_run_logs_every_required_quantity(tmp_path: Path) -> None:
+    assert main([*TOY_RUN, f"output_dir={tmp_path}", "name=adv"]) == 0
+    run_dir = tmp_path / "adv" / "version_0"
+    rows = _rows(run_dir)
+    for key in REQUIRED:
+        values = [float(row[key]) for row in rows if row.get(key)]
+        assert values and all(torch.isfinite(torch.tensor(values))), key
+    log_z_true = [float(row["val/log_z_true"]) for row in rows if row.get("val/log_z_true")]
+    assert len(log_z_true) == 2
+    figures = sorted(p.name for p in (run_dir / "samples").glob("*.png"))
+    assert figures == ["epoch0001.png"], "every 5 epochs (none here) and at the end"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_log_z_starts_at_the_first_batch_fixed_point() -> None:
+    module = AdversarialEBM(_toy_model(**{"model.energy_optim.lr": "1e-12"}), [2])
+    module.log_z_initialised.fill_(False)
+    seen: list[tuple[float, float]] = []
+    original = module._log_energy_stats
+
+    def record(energy_real: Tensor, energy_fake: Tensor, log_q_real: Tensor,
+               log_q_fake: Tensor, loss_d: Tensor) -> None:
+        from lit_ebm.objectives import log_partition_is
+        estimate = log_partition_is(torch.cat([energy_real, energy_fake]),
+                                    torch.cat([log_q_real, log_q_fake]), module.log_z.detach())
+        seen.append((float(module.log_z), float(estimate)))
+        original(energy_real, energy_fake, log_q_real, log_q_fake, loss_d)
+
+    module._log_energy_stats = record
+    _fit(module, steps=1)
+    (log_z, estimate), = seen
+    assert log_z != 0.0 and bool(module.log_z_initialised)
+    assert abs(log_z - estimate) < 1e-4
+
+
+@pytest.mark.parametrize(("n_critic", "steps", "expected_global_step"), [(1, 4, 8), (2, 4, 6)])
+def test_n_critic_energy_steps_per_generator_step(n_critic: int, steps: int,
+                                                  expected_global_step: int) -> None:
+    module = AdversarialEBM(_toy_model(**{"model.n_critic": str(n_critic)}), [2])
+    trainer = _fit(module, steps=steps)
+    assert trainer.global_step == expected_global_step
+
+
+def test_generator_step_leaves_energy_alone_and_moves_generator() -> None:
+    module = AdversarialEBM(_toy_model(**{"model.energy_optim.lr": "1e-12"}), [2])
+    energy_before = [p.detach().clone() for p in module.energy.parameters()]
+    generator_before = [p.detach().clone() for p in module.generator.parameters()]
+    _fit(module, steps=2)
+    assert all(torch.allclose(a, b, atol=1e-8)
+               for a, b in zip(energy_before, module.energy.parameters(), strict=True))
+    assert any(not torch.equal(a, b)
+               for a, b in zip(generator_before, module.generator.parameters(), strict=True))
+
+
+class CategoricalPoints(Generator):
+    """A discrete generator over 8 fixed points: trained with the score-function estimator."""
+
+    discrete = True
+
+    def __init__(self) -> None:
+        super().__init__((2,))
+        angles = torch.arange(8) * (2 * torch.pi / 8)
+        self.register_buffer("points", 2.0 * torch.stack([angles.cos(), angles.sin()], dim=1))
+        self.logits = nn.Parameter(torch.zeros(8))
+
+    def _index(self, x: Tensor) -> Tensor:
+        return torch.cdist(x, self.points).argmin(dim=1)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        return torch.log_softmax(self.logits, 0)[self._index(x)]
+
+    def sample(self, num_samples: int) -> tuple[Tensor, Tensor]:
+        index = torch.multinomial(torch.softmax(self.logits, 0), num_samples, replacement=True)
+        return self.points[index], torch.log_softmax(self.logits, 0)[index]
+
+
+def test_discrete_generator_trains_by_score_function() -> None:
+    generator = CategoricalPoints()
+    module = AdversarialEBM(_toy_model(), [2], generator=generator)
+    _fit(module, steps=3)
+    assert generator.logits.grad is not None
+    assert not torch.equal(generator.logits.detach(), torch.zeros(8))
+
+
+def test_generator_without_log_densities_is_refused() -> None:
+    with pytest.raises(TypeError, match="lacks log_prob, sample.*exact log-densities"):
+        AdversarialEBM(_toy_model(), [2], generator=nn.Linear(2, 2))
+
+
+class WrongSize(CategoricalPoints):
+    def sample(self, num_samples: int) -> tuple[Tensor, Tensor]:
+        return super().sample(num_samples + 1)
+
+
+def test_generated_batch_of_the_wrong_size_names_quantities_and_step() -> None:
+    module = AdversarialEBM(_toy_model(), [2], generator=WrongSize())
+    with pytest.raises(ValueError, match=r"generator.sample\(32\) at global step 0 .* \(33, 2\)"):
+        _fit(module, steps=1)
+
+
+def test_score_returns_energy_and_normalised_log_density() -> None:
+    module = AdversarialEBM(_toy_model(), [2])
+    with torch.no_grad():
+        module.log_z.fill_(1.5)
+    points = torch.randn(5, 2)
+    scored = module.score(points)
+    assert torch.allclose(scored["energy"], module.energy(points))
+    assert torch.allclose(scored["log_prob"], -module.energy(points) - 1.5)
+
+
+def test_generator_init_loads_ml_weights_and_refuses_other_architectures(
+    tiny_run: list[str], tmp_path: Path
+) -> None:
+    assert main(tiny_run) == 0
+    ml_ckpt = tmp_path / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    cfg = load_config([], [*tiny_run, "model.objective=adversarial"])
+    module = AdversarialEBM(to_container(cfg.model), [1, 28, 28])
+    module.load_generator(str(ml_ckpt))
+    saved = torch.load(ml_ckpt, weights_only=True)["state_dict"]
+    for name, tensor in module.generator.state_dict().items():
+        assert torch.equal(tensor, saved[f"generator.{name}"])
+
+    other = load_config([], [*tiny_run, "model.objective=adversarial",
+                             "model.generator.realnvp.hidden_channels=4"])
+    mismatched = AdversarialEBM(to_container(other.model), [1, 28, 28])
+    with pytest.raises(ConfigError, match=r"parameter '[\w.]+' has shape"):
+        mismatched.load_generator(str(ml_ckpt))
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(ml_ckpt.read_bytes()[:1000])
+    with pytest.raises(ConfigError, match="truncated or corrupted"):
+        module.load_generator(str(truncated))
