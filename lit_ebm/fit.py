@@ -28,6 +28,10 @@ from lit_ebm.data import build_datamodule, event_shape
 from lit_ebm.modules import MODULES, GenerativeModule, NonFiniteLossError
 
 RUN_DIR_ENV = "LIT_EBM_RUN_DIR"  # hands rank 0's run folder to DDP worker processes
+# An energy step on detached samples leaves the generator's parameters unused, so adversarial
+# training under DDP needs DistributedDataParallel(find_unused_parameters=True).
+UNUSED_PARAMETER_STRATEGIES = {"ddp": "ddp_find_unused_parameters_true",
+                               "ddp_spawn": "ddp_spawn_find_unused_parameters_true"}
 EXIT_USAGE = 2
 EXIT_TRAINING_FAILED = 1
 
@@ -139,13 +143,18 @@ def train(cfg: Config) -> Path:
     if RUN_DIR_ENV not in os.environ:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
     monitor = "val/bpd" if module.is_image else "val/nll"
-    trainer = pl.Trainer(**asdict(cfg.trainer), logger=_loggers(cfg, run_dir),
+    trainer_args = asdict(cfg.trainer)
+    if cfg.model.objective == "adversarial":
+        strategy = trainer_args["strategy"]
+        trainer_args["strategy"] = UNUSED_PARAMETER_STRATEGIES.get(strategy, strategy)
+    trainer = pl.Trainer(**trainer_args, logger=_loggers(cfg, run_dir),
                          callbacks=_callbacks(cfg, run_dir, monitor), default_root_dir=run_dir)
     os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
+    print(f"rank {trainer.global_rank} finished; run folder: {run_dir}", flush=True)
     return run_dir
 
 
@@ -178,14 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(to_yaml(cfg), end="")
             return 0
-        run_dir = train(cfg)
+        train(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
-    print(f"run folder: {run_dir}")
     return 0
 
 

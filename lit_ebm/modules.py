@@ -209,6 +209,13 @@ class AdversarialEBM(GenerativeModule):
         if self.global_rank:  # every rank draws its own generator samples
             torch.manual_seed(torch.initial_seed() + self.global_rank)
 
+    def on_train_end(self) -> None:
+        """Check that every rank ends with the same log Z (DDP keeps replicas in step)."""
+        values = self.all_gather(self.log_z.detach())
+        if values.numel() > 1 and not torch.all(values == values.flatten()[0]):
+            raise RuntimeError(f"log_z differs across ranks at the end of training: "
+                               f"{values.flatten().tolist()}")
+
     def _init_log_z(self, energy: Tensor, log_q: Tensor) -> None:
         """Set log Z to the first batch's importance-sampling fixed point, mean over ranks."""
         value = objectives.initial_log_z(energy.detach(), log_q)
