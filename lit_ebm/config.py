@@ -27,6 +27,7 @@ OBJECTIVES = ("mle", "adversarial")
 GENERATORS = ("realnvp", "realnvp2d", "mixture2d")
 ENERGIES = ("conv", "mlp")
 TOY2D_SHAPES = ("ring8", "pinwheel")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -125,6 +126,7 @@ class ModelConfig:
     generator_optim: OptimConfig = field(default_factory=OptimConfig)
     generator_init: str | None = None  # a MaximumLikelihood checkpoint to start the generator from
     grad_clip_norm: float | None = None  # clip each optimiser's gradient norm (None: off)
+    lr_schedule: str = "constant"  # or "cosine": anneal every lr to 0 over trainer.max_epochs
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     energy_optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=1e-4, betas=[0.5, 0.999])
@@ -143,8 +145,8 @@ class TrainerConfig:
     devices: Any = "auto"
     strategy: str = "auto"
     precision: str = "32-true"
-    limit_train_batches: float = 1.0
-    limit_val_batches: float = 1.0
+    limit_train_batches: int | float = 1.0  # int: number of batches; float: fraction
+    limit_val_batches: int | float = 1.0
     log_every_n_steps: int = 20
     check_val_every_n_epoch: int = 1
     enable_progress_bar: bool = True
@@ -172,6 +174,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.objective": OBJECTIVES,
     "model.generator.name": GENERATORS,
     "model.energy.name": ENERGIES,
+    "model.lr_schedule": LR_SCHEDULES,
 }
 POSITIVE_INTS = (
     "data.batch_size",
@@ -240,11 +243,11 @@ def _expected_type(key: str) -> str:
         if part not in hints:
             return "a value of the schema's type"
         hint = node = hints[part]
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    base = next(a for a in args if a is not type(None)) if optional else hint
-    name = _TYPE_NAMES.get(str(base) if typing.get_args(base) else base.__name__, str(base))
-    return f"{name} or null" if optional else name
+    if typing.get_origin(hint) is list:
+        return _TYPE_NAMES["list[float]"]
+    options = [a for a in typing.get_args(hint) or (hint,) if a is not type(None)]
+    names = [_TYPE_NAMES.get(a.__name__, a.__name__) for a in options]
+    return " or ".join(names + (["null"] if type(None) in typing.get_args(hint) else []))
 
 
 def _load_yaml(path: str) -> DictConfig:
@@ -295,6 +298,9 @@ def validate(cfg: Config) -> None:
         betas = list(OmegaConf.select(flat, key))
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise _invalid(key, betas, "two numbers in [0, 1)")
+    if cfg.model.lr_schedule == "cosine" and cfg.trainer.max_epochs <= 0:
+        raise _invalid("trainer.max_epochs", cfg.trainer.max_epochs,
+                       "a positive number of epochs with model.lr_schedule=cosine")
     toy = cfg.data.name == "toy2d"
     if toy != (cfg.model.generator.name in ("realnvp2d", "mixture2d")):
         raise _invalid("model.generator.name", cfg.model.generator.name,

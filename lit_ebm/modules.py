@@ -8,13 +8,16 @@ generator step minimises L_G = E_q[E(x) + log q(x)]; the mathematics is in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from torch.optim import Adam, Optimizer
+from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 
 from lit_ebm import objectives
@@ -36,6 +39,11 @@ class NonFiniteLossError(RuntimeError):
 
 def _adam(params: Any, config: OptimConfig) -> Adam:
     return Adam(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+
+
+def cosine_factor(epoch: int, total_epochs: int) -> float:
+    """Learning-rate factor of cosine annealing from 1 at epoch 0 to 0 at ``total_epochs``."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(epoch, total_epochs) / total_epochs))
 
 
 def check_generator(generator: nn.Module) -> Generator:
@@ -100,13 +108,36 @@ class GenerativeModule(pl.LightningModule):
         """The config of each optimiser, in ``configure_optimizers`` order."""
         return [self.config.generator_optim]
 
+    def configure_optimizers(self) -> dict[str, Any] | list[dict[str, Any]]:
+        """One Adam per entry of :meth:`optimizer_params`, each with its schedule if any."""
+        configured = []
+        for params, config in zip(self.optimizer_params(), self.optimizer_configs(), strict=True):
+            optimizer = _adam(params, config)
+            entry: dict[str, Any] = {"optimizer": optimizer}
+            if self.config.lr_schedule == "cosine":
+                factor = partial(cosine_factor, total_epochs=self.trainer.max_epochs)
+                entry["lr_scheduler"] = LambdaLR(optimizer, factor)
+            configured.append(entry)
+        return configured[0] if len(configured) == 1 else configured
+
+    def optimizer_params(self) -> list[list[nn.Parameter]]:
+        """The parameters of each optimiser, in the order of :meth:`optimizer_configs`."""
+        return [list(self.generator.parameters())]
+
     def on_train_start(self) -> None:
-        """Apply the configured lr, betas and weight decay, also over a resumed optimiser state."""
+        """Apply the configured lr, betas and weight decay, also over a resumed optimiser state
+        (a schedule keeps its position and scales the configured lr)."""
+        schedulers = {id(c.scheduler.optimizer): c.scheduler
+                      for c in self.trainer.lr_scheduler_configs}
         configs = self.optimizer_configs()
         for optimizer, config in zip(self.trainer.optimizers, configs, strict=True):
+            factor = 1.0
+            if (scheduler := schedulers.get(id(optimizer))) is not None:
+                scheduler.base_lrs = [config.lr] * len(optimizer.param_groups)
+                factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
             for group in optimizer.param_groups:
-                group.update(lr=config.lr, betas=tuple(config.betas),
-                             weight_decay=config.weight_decay)
+                group.update(lr=config.lr * factor, initial_lr=config.lr,
+                             betas=tuple(config.betas), weight_decay=config.weight_decay)
 
     def clip(self, optimizer: Optimizer) -> None:
         """Clip ``optimizer``'s gradient norm to ``model.grad_clip_norm`` when it is set."""
@@ -153,9 +184,6 @@ class MaximumLikelihood(GenerativeModule):
         self._log_likelihood_stats(log_q, "train")
         return loss
 
-    def configure_optimizers(self) -> Optimizer:
-        return _adam(self.generator.parameters(), self.config.generator_optim)
-
     def configure_gradient_clipping(self, optimizer: Optimizer, gradient_clip_val: Any = None,
                                     gradient_clip_algorithm: Any = None) -> None:
         self.clip(optimizer)
@@ -199,10 +227,12 @@ class AdversarialEBM(GenerativeModule):
     def optimizer_configs(self) -> list[OptimConfig]:
         return [self.config.energy_optim, self.config.generator_optim]
 
-    def configure_optimizers(self) -> list[Optimizer]:
-        energy_params = [*self.energy.parameters(), self.log_z]
-        return [_adam(energy_params, self.config.energy_optim),
-                _adam(self.generator.parameters(), self.config.generator_optim)]
+    def optimizer_params(self) -> list[list[nn.Parameter]]:
+        return [[*self.energy.parameters(), self.log_z], list(self.generator.parameters())]
+
+    def on_train_epoch_end(self) -> None:
+        for config in self.trainer.lr_scheduler_configs:  # manual optimisation steps them
+            config.scheduler.step()
 
     def on_train_start(self) -> None:
         super().on_train_start()

@@ -107,3 +107,21 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     for ckpt in (tmp_path / "runs" / "tiny" / "version_1" / "checkpoints").glob("*.ckpt"):
         state = torch.load(ckpt, weights_only=True)["state_dict"]
         assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+def test_cosine_schedule_anneals_to_zero_and_config_lr_wins_on_resume(tiny_run: list[str],
+                                                                        tmp_path: Path) -> None:
+    assert main([*tiny_run, "model.lr_schedule=cosine", "trainer.max_epochs=4",
+                 "trainer.limit_train_batches=1"]) == 0
+    done = torch.load(tmp_path / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt",
+                      weights_only=True)
+    assert done["lr_schedulers"][0]["last_epoch"] == 4
+    assert done["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    best = next((tmp_path / "runs" / "tiny" / "version_0" / "checkpoints").glob("best-*"))
+    assert main([*tiny_run, f"ckpt_path={best}", "model.lr_schedule=cosine",
+                 "trainer.max_epochs=8", "trainer.limit_train_batches=1",
+                 "model.generator_optim.lr=0.002"]) == 0
+    resumed = torch.load(tmp_path / "runs" / "tiny" / "version_1" / "checkpoints" / "last.ckpt",
+                         weights_only=True)
+    group = resumed["optimizer_states"][0]["param_groups"][0]
+    assert group["initial_lr"] == 0.002 and group["lr"] == pytest.approx(0.0, abs=1e-12)
