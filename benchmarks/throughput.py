@@ -10,7 +10,6 @@ energy) on the bundled mnist5k data; prints the figures and writes
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -20,13 +19,13 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+from results_file import report
 
 from lit_ebm.config import load_config, to_container
 from lit_ebm.data import build_datamodule, event_shape
 from lit_ebm.modules import MODULES
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results" / "throughput.json"
 
 
 class StepTimer(Callback):
@@ -77,10 +76,7 @@ def main() -> None:
         results[objective] = images_per_second(args.config, objective, args.steps, args.warmup)
     results["adversarial_over_mle_time"] = (results["adversarial"]["median_step_seconds"]
                                             / results["mle"]["median_step_seconds"])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
-    print(f"written to {RESULTS}")
+    report("throughput", results)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import time
 from pathlib import Path
 
 import torch
+from results_file import report
 
 from lit_ebm import objectives
 from lit_ebm.config import load_config
@@ -32,7 +32,6 @@ from lit_ebm.modules import MODULES, AdversarialEBM, GenerativeModule
 from lit_ebm.toy2d import log_partition_grid, mode_precision_and_coverage, ring8_modes, sample_toy2d
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results" / "toy2d.json"
 NUM_EVAL = 20000
 PRECISION_NUM_STD = 2.0
 LAST_EPOCHS = 5
@@ -124,10 +123,7 @@ def main() -> None:
         "adversarial_precision>mle_precision":
             results["mixture4_adversarial"]["precision"] > results["mixture4_mle"]["precision"],
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
-    print(f"written to {RESULTS}")
+    report("toy2d", results)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,7 @@ class EnergyConfig:
     """The energy E(x) (adversarial objective only): ``name`` picks a section."""
 
     name: str = "conv"
+    residual: bool = False  # E(x) = net(x) - log q_init(x), q_init: frozen initial generator
     conv: ConvEnergyConfig = field(default_factory=ConvEnergyConfig)
     mlp: MLPEnergyConfig = field(default_factory=MLPEnergyConfig)
 
@@ -306,6 +307,10 @@ def validate(cfg: Config) -> None:
         raise _invalid("model.generator.name", cfg.model.generator.name,
                        f"{'realnvp2d or mixture2d' if toy else 'realnvp'} "
                        f"for data.name={cfg.data.name!r}")
+    if cfg.model.energy.residual and cfg.model.energy_reg > 0:
+        raise _invalid("model.energy_reg", cfg.model.energy_reg,
+                       "0 with model.energy.residual=true (the penalty would act on -log q_init, "
+                       "thousands of nats on images)")
     energy = "mlp" if toy else "conv"
     if cfg.model.objective == "adversarial" and cfg.model.energy.name != energy:
         raise _invalid("model.energy.name", cfg.model.energy.name,

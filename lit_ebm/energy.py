@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from lit_ebm.config import EnergyConfig
+from lit_ebm.generators.base import Generator
 
 
 def _maybe_spectral_norm(layer: nn.Module, enabled: bool) -> nn.Module:
@@ -123,9 +124,33 @@ class ConvEnergy(nn.Module):
 
 
 def build_energy(config: EnergyConfig, event_shape: tuple[int, ...]) -> nn.Module:
-    """The energy network named by ``config.name`` for examples of shape ``event_shape``."""
+    """The energy network named by ``config.name`` for examples of shape ``event_shape``
+    (the learnable part f when ``config.residual``; see :class:`ResidualEnergy`)."""
     if config.name == "conv":
         return ConvEnergy(tuple(event_shape), **asdict(config.conv))
     if config.name == "mlp":
         return MLPEnergy(in_features=math.prod(event_shape), **asdict(config.mlp))
     raise ValueError(f"unknown energy {config.name!r}")
+
+
+class ResidualEnergy(nn.Module):
+    """E(x) = f(x) - log q0(x): an energy measured against a frozen base density q0.
+
+    The EBM is p(x) = q0(x) exp(-f(x)) / Z, so with f = 0 it starts as q0 itself (for example
+    the maximum-likelihood generator), and the discriminator starts balanced instead of facing
+    the thousands of nats that separate image densities. Gradients reach ``x`` through both
+    terms; q0's parameters are frozen and stay in eval mode.
+    """
+
+    def __init__(self, net: nn.Module, base: Generator) -> None:
+        super().__init__()
+        self.net = net
+        self.base = base.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> ResidualEnergy:
+        super().train(mode)
+        self.base.eval()
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x) - self.base.log_prob(x)

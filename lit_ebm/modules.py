@@ -23,7 +23,7 @@ from torchmetrics import MeanMetric
 from lit_ebm import objectives
 from lit_ebm.checkpoints import check_compatible, read_checkpoint, sub_state_dict
 from lit_ebm.config import OptimConfig, model_config_from_dict
-from lit_ebm.energy import build_energy
+from lit_ebm.energy import ResidualEnergy, build_energy
 from lit_ebm.figures import image_grid, toy2d_figure
 from lit_ebm.generators import Generator, bits_per_dim, build_generator
 from lit_ebm.metrics import LogMeanExp
@@ -201,19 +201,27 @@ class AdversarialEBM(GenerativeModule):
                  generator: Generator | None = None, energy: nn.Module | None = None) -> None:
         super().__init__(model, event_shape, generator)
         self.automatic_optimization = False
-        self.energy = energy if energy is not None else build_energy(self.config.energy,
-                                                                     self.event_shape)
+        if energy is None:
+            energy = build_energy(self.config.energy, self.event_shape)
+            if self.config.energy.residual:
+                base = build_generator(self.config.generator, self.event_shape)
+                base.load_state_dict(self.generator.state_dict())
+                energy = ResidualEnergy(energy, base)
+        self.energy = energy
         self.log_z = nn.Parameter(torch.zeros(()))
         self.register_buffer("log_z_initialised", torch.tensor(False))
         self.val_log_z_is = LogMeanExp()
 
     def load_generator(self, path: str) -> None:
-        """Load the generator from a ``MaximumLikelihood`` checkpoint (model.generator_init)."""
+        """Load the generator from a ``MaximumLikelihood`` checkpoint (model.generator_init),
+        and the frozen base density of a residual energy with it."""
         checkpoint = read_checkpoint(path, "model.generator_init")
         weights = sub_state_dict(checkpoint["state_dict"], "generator")
         check_compatible(self.generator.state_dict(), weights,
                          f"model.generator_init checkpoint '{path}'")
         self.generator.load_state_dict(weights)
+        if isinstance(self.energy, ResidualEnergy):
+            self.energy.base.load_state_dict(weights)
 
     def score(self, x: Tensor) -> dict[str, Tensor]:
         """Score images or points with the learned EBM p_theta(x) = exp(-E(x)) / Z.
@@ -228,7 +236,8 @@ class AdversarialEBM(GenerativeModule):
         return [self.config.energy_optim, self.config.generator_optim]
 
     def optimizer_params(self) -> list[list[nn.Parameter]]:
-        return [[*self.energy.parameters(), self.log_z], list(self.generator.parameters())]
+        trainable = [p for p in self.energy.parameters() if p.requires_grad]
+        return [[*trainable, self.log_z], list(self.generator.parameters())]
 
     def on_train_epoch_end(self) -> None:
         for config in self.trainer.lr_scheduler_configs:  # manual optimisation steps them

@@ -182,3 +182,26 @@ def test_generator_init_loads_ml_weights_and_refuses_other_architectures(
     truncated.write_bytes(ml_ckpt.read_bytes()[:1000])
     with pytest.raises(ConfigError, match="truncated or corrupted"):
         module.load_generator(str(truncated))
+
+
+def test_residual_energy_starts_as_the_generator_density_and_keeps_its_base_frozen() -> None:
+    module = AdversarialEBM(_toy_model(**{"model.energy.residual": "true"}), [2])
+    points = torch.randn(16, 2)
+    with torch.no_grad():
+        expected = module.energy.net(points) - module.generator.log_prob(points)
+        assert torch.allclose(module.energy(points), expected, atol=1e-5)
+    trainable = {id(p) for p in module.optimizer_params()[0]}
+    assert not any(id(p) in trainable for p in module.energy.base.parameters())
+    base_before = [p.detach().clone() for p in module.energy.base.parameters()]
+    net_before = [p.detach().clone() for p in module.energy.net.parameters()]
+    _fit(module, steps=3)
+    assert all(torch.equal(a, b) for a, b in zip(base_before, module.energy.base.parameters(),
+                                                  strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(net_before, module.energy.net.parameters(),
+                                                      strict=True))
+    assert not module.energy.base.training
+
+
+def test_residual_energy_refuses_the_magnitude_penalty() -> None:
+    with pytest.raises(ConfigError, match="model.energy_reg.*residual"):
+        load_config([], ["model.energy.residual=true", "model.energy_reg=0.1"])
