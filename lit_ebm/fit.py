@@ -49,10 +49,11 @@ class SampleFigures(Callback):
         self.num_samples = num_samples
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: GenerativeModule) -> None:
-        last_epoch = trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
         if not trainer.is_global_zero:
             return
-        if (trainer.current_epoch + 1) % self.every_n_epochs and not last_epoch:
+        epochs_done = trainer.current_epoch + 1
+        last_epoch = epochs_done >= (trainer.max_epochs or 0)
+        if epochs_done % self.every_n_epochs and not last_epoch:
             return
         data = None
         if not pl_module.is_image:

@@ -85,15 +85,12 @@ class GenerativeModule(pl.LightningModule):
     def is_image(self) -> bool:
         return len(self.event_shape) == 3
 
-    def _log_likelihood_stats(self, log_q: Tensor, stage: str) -> None:
-        """Log nll (nats per example) and, for images, bits/dim of the data under q."""
-        on_step = stage == "train"
-        self.log(f"{stage}/nll", -log_q.mean(), on_step=on_step, on_epoch=not on_step,
-                 sync_dist=not on_step, batch_size=len(log_q))
+    def _log_train_likelihood(self, log_q: Tensor) -> None:
+        """Log train/nll (nats per example) and, for images, train/bpd of a data batch."""
+        self.log("train/nll", -log_q.mean(), batch_size=len(log_q))
         if self.is_image:
             bpd = bits_per_dim(log_q, self.generator.num_dims, self.generator.discrete)
-            self.log(f"{stage}/bpd", bpd.mean(), on_step=on_step, on_epoch=not on_step,
-                     sync_dist=not on_step, prog_bar=True, batch_size=len(log_q))
+            self.log("train/bpd", bpd.mean(), prog_bar=True, batch_size=len(log_q))
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         log_q = self.generator.log_prob(batch)
@@ -104,14 +101,14 @@ class GenerativeModule(pl.LightningModule):
                                              self.generator.discrete))
             self.log("val/bpd", self.val_bpd, prog_bar=True)
 
-    def optimizer_configs(self) -> list[OptimConfig]:
-        """The config of each optimiser, in ``configure_optimizers`` order."""
-        return [self.config.generator_optim]
+    def optimizer_specs(self) -> list[tuple[list[nn.Parameter], OptimConfig]]:
+        """The parameters and config of each optimiser, in ``configure_optimizers`` order."""
+        return [(list(self.generator.parameters()), self.config.generator_optim)]
 
     def configure_optimizers(self) -> dict[str, Any] | list[dict[str, Any]]:
-        """One Adam per entry of :meth:`optimizer_params`, each with its schedule if any."""
+        """One Adam per entry of :meth:`optimizer_specs`, each with its schedule if any."""
         configured = []
-        for params, config in zip(self.optimizer_params(), self.optimizer_configs(), strict=True):
+        for params, config in self.optimizer_specs():
             optimizer = _adam(params, config)
             entry: dict[str, Any] = {"optimizer": optimizer}
             if self.config.lr_schedule == "cosine":
@@ -120,16 +117,12 @@ class GenerativeModule(pl.LightningModule):
             configured.append(entry)
         return configured[0] if len(configured) == 1 else configured
 
-    def optimizer_params(self) -> list[list[nn.Parameter]]:
-        """The parameters of each optimiser, in the order of :meth:`optimizer_configs`."""
-        return [list(self.generator.parameters())]
-
     def on_train_start(self) -> None:
         """Apply the configured lr, betas and weight decay, also over a resumed optimiser state
         (a schedule keeps its position and scales the configured lr)."""
         schedulers = {id(c.scheduler.optimizer): c.scheduler
                       for c in self.trainer.lr_scheduler_configs}
-        configs = self.optimizer_configs()
+        configs = [config for _, config in self.optimizer_specs()]
         for optimizer, config in zip(self.trainer.optimizers, configs, strict=True):
             factor = 1.0
             if (scheduler := schedulers.get(id(optimizer))) is not None:
@@ -181,7 +174,7 @@ class MaximumLikelihood(GenerativeModule):
         log_q = self.generator.log_prob(batch)
         loss = -log_q.mean() / self.generator.num_dims
         self.check_finite("train/loss (negative log-likelihood per dimension)", loss)
-        self._log_likelihood_stats(log_q, "train")
+        self._log_train_likelihood(log_q)
         return loss
 
     def configure_gradient_clipping(self, optimizer: Optimizer, gradient_clip_val: Any = None,
@@ -232,12 +225,10 @@ class AdversarialEBM(GenerativeModule):
         energy = self.energy(x)
         return {"energy": energy, "log_prob": -energy - self.log_z}
 
-    def optimizer_configs(self) -> list[OptimConfig]:
-        return [self.config.energy_optim, self.config.generator_optim]
-
-    def optimizer_params(self) -> list[list[nn.Parameter]]:
+    def optimizer_specs(self) -> list[tuple[list[nn.Parameter], OptimConfig]]:
         trainable = [p for p in self.energy.parameters() if p.requires_grad]
-        return [[*trainable, self.log_z], list(self.generator.parameters())]
+        return [([*trainable, self.log_z], self.config.energy_optim),
+                (list(self.generator.parameters()), self.config.generator_optim)]
 
     def on_train_epoch_end(self) -> None:
         for config in self.trainer.lr_scheduler_configs:  # manual optimisation steps them
@@ -287,11 +278,11 @@ class AdversarialEBM(GenerativeModule):
 
         if (batch_idx + 1) % self.config.n_critic == 0:
             with self.toggled_optimizer(generator_opt):
-                loss_g = self._generator_loss(len(x_real))
+                surrogate, loss_g = self._generator_loss(len(x_real))
                 self.check_finite("train/loss_g (generator loss)", loss_g)
-                self._step(generator_opt, loss_g)
-            self.log("train/loss_g", loss_g.detach(), prog_bar=True)
-        self._log_likelihood_stats(log_q_real, "train")
+                self._step(generator_opt, surrogate)
+            self.log("train/loss_g", loss_g, prog_bar=True)
+        self._log_train_likelihood(log_q_real)
 
     def _sample(self, num_samples: int) -> tuple[Tensor, Tensor]:
         """``generator.sample`` with its contract checked: the union must be a sample of mu."""
@@ -306,15 +297,22 @@ class AdversarialEBM(GenerativeModule):
             )
         return x, log_q
 
-    def _generator_loss(self, num_samples: int) -> Tensor:
+    def _generator_loss(self, num_samples: int) -> tuple[Tensor, Tensor]:
+        """The loss to differentiate and the value of L_G = mean(E + log q) (detached).
+
+        Continuous generators differentiate L_G itself (reparameterised); discrete ones a
+        score-function surrogate whose value means nothing, so L_G is returned beside it.
+        """
         if self.generator.discrete:
             x, _ = self._sample(num_samples)
             log_q = self.generator.log_prob(x.detach())
             with torch.no_grad():
                 energy = self.energy(x)
-            return objectives.generator_loss_score_function(energy, log_q)
+            value = objectives.generator_loss_reparameterised(energy, log_q.detach())
+            return objectives.generator_loss_score_function(energy, log_q), value
         x, log_q = self._sample(num_samples)
-        return objectives.generator_loss_reparameterised(self.energy(x), log_q)
+        loss = objectives.generator_loss_reparameterised(self.energy(x), log_q)
+        return loss, loss.detach()
 
     def _step(self, optimizer: Optimizer, loss: Tensor) -> None:
         optimizer.zero_grad()

@@ -62,7 +62,11 @@ def test_toy_run_logs_every_required_quantity(tmp_path: Path) -> None:
     assert len(log_z_true) == 2
     figures = sorted(p.name for p in (run_dir / "samples").glob("*.png"))
     assert figures == ["epoch0001.png"], "every 5 epochs (none here) and at the end"
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    reloaded = AdversarialEBM.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt",
+                                                   map_location="cpu")
+    scored = reloaded.score(torch.zeros(3, 2))
+    assert float(reloaded.log_z) == pytest.approx(float(rows[-1]["val/log_z"]), abs=1e-6)
+    assert torch.allclose(scored["log_prob"], -scored["energy"] - reloaded.log_z)
 
 
 def test_log_z_starts_at_the_first_batch_fixed_point() -> None:
@@ -190,7 +194,7 @@ def test_residual_energy_starts_as_the_generator_density_and_keeps_its_base_froz
     with torch.no_grad():
         expected = module.energy.net(points) - module.generator.log_prob(points)
         assert torch.allclose(module.energy(points), expected, atol=1e-5)
-    trainable = {id(p) for p in module.optimizer_params()[0]}
+    trainable = {id(p) for p in module.optimizer_specs()[0][0]}
     assert not any(id(p) in trainable for p in module.energy.base.parameters())
     base_before = [p.detach().clone() for p in module.energy.base.parameters()]
     net_before = [p.detach().clone() for p in module.energy.net.parameters()]

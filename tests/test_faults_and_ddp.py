@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from lit_ebm.fit import main
+from lit_ebm.modules import AdversarialEBM
 from tests.tiny import TINY_IMAGE_RUN
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,7 +47,7 @@ def test_ddp_on_two_cpu_processes_completes_the_run_folder(tmp_path: Path) -> No
 
 def test_sigkill_mid_epoch_then_resume_finishes(tmp_path: Path) -> None:
     run = [*TINY_ADVERSARIAL, "trainer.limit_train_batches=30", "checkpoint_every_n_steps=4",
-           f"output_dir={tmp_path}", "name=killed"]
+           "model.energy.residual=true", f"output_dir={tmp_path}", "name=killed"]
     last = tmp_path / "killed" / "version_0" / "checkpoints" / "last.ckpt"
     proc = subprocess.Popen(_cli(*run), cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -66,6 +67,10 @@ def test_sigkill_mid_epoch_then_resume_finishes(tmp_path: Path) -> None:
     header, *rows = (resumed / "metrics.csv").read_text().splitlines()
     bpd = header.split(",").index("val/bpd")
     assert [row.split(",")[0] for row in rows if row.split(",")[bpd]] == ["0", "1"]
+    model = AdversarialEBM.load_from_checkpoint(resumed / "checkpoints" / "last.ckpt",
+                                                map_location="cpu")
+    scores = model.score(torch.rand(2, 1, 28, 28))
+    assert scores["energy"].shape == (2,) and torch.isfinite(scores["log_prob"]).all()
 
 
 def test_adversarial_non_finite_loss_names_quantity_and_keeps_checkpoint(

@@ -148,3 +148,11 @@ def test_wrong_input_shape_raises():
         flow.log_prob(torch.rand(2, 1, 8, 8))
     with pytest.raises(ValueError, match=r"expected latents of shape \(B, 16\)"):
         flow.decode(torch.zeros(2, 15))
+
+
+def test_samples_with_saturated_logits_keep_a_finite_density() -> None:
+    flow = RealNVP((1, 4, 4), num_scales=1, num_blocks=1, hidden_channels=4)
+    s = torch.full((2, 1, 4, 4), 40.0)  # sigmoid(40) rounds to 1 in float32
+    s[1] = -40.0
+    x, _ = flow._postprocess(s)
+    assert torch.isfinite(flow.log_prob(x)).all()

@@ -258,9 +258,14 @@ class RealNVP(Generator):
         self.scales = nn.ModuleList(scales)
 
     def _preprocess(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x -> logit(alpha + (1 - 2 alpha) x) and its log|det| per sample."""
+        """x -> logit(alpha + (1 - 2 alpha) x) and its log|det| per sample.
+
+        A sampled pixel whose logit saturated decodes to the very edge of the range, where float
+        rounding puts y on 1; logit's eps keeps such a log-density finite (data never get there).
+        """
         a = self.logit_alpha
-        s = torch.logit(a + (1.0 - 2.0 * a) * x)
+        y = a + (1.0 - 2.0 * a) * x
+        s = torch.logit(y, eps=torch.finfo(y.dtype).eps)
         # d logit(y) / dy = 1 / (y (1 - y)) and -log y - log(1 - y) = softplus(s) + softplus(-s).
         log_det = (F.softplus(s) + F.softplus(-s)).flatten(1).sum(1)
         return s, log_det + self.num_dims * math.log(1.0 - 2.0 * a)
