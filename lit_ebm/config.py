@@ -17,6 +17,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from lit_ebm.toy2d import TOY2D_SHAPES
+
 
 class ConfigError(ValueError):
     """Something the user must fix in the configuration (or in files it points to)."""
@@ -26,7 +28,6 @@ DATASETS = ("mnist5k", "mnist", "cifar10", "toy2d")
 OBJECTIVES = ("mle", "adversarial")
 GENERATORS = ("realnvp", "realnvp2d", "mixture2d")
 ENERGIES = ("conv", "mlp")
-TOY2D_SHAPES = ("ring8", "pinwheel")
 LR_SCHEDULES = ("constant", "cosine")
 
 
