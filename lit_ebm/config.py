@@ -9,10 +9,12 @@ is expected.
 from __future__ import annotations
 
 import difflib
+import math
 import typing
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -24,11 +26,47 @@ class ConfigError(ValueError):
     """Something the user must fix in the configuration (or in files it points to)."""
 
 
+class InvalidArgument(ValueError):
+    """A constructor argument that a model rejects. ``argument`` is the parameter's name, so
+    that :func:`build_from` can name the config key the value came from."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
+def require(condition: bool, argument: str, message: str) -> None:
+    """Raise :class:`InvalidArgument` for ``argument`` with ``message`` unless ``condition``."""
+    if not condition:
+        raise InvalidArgument(argument, message)
+
+
+Built = TypeVar("Built")
+
+
+def build_from(section: str, factory: Callable[..., Built], settings: Any,
+               **data_args: Any) -> Built:
+    """``factory(**settings, **data_args)`` for the config section ``section`` (a dotted key
+    such as ``model.generator.realnvp``); a rejected argument becomes a :class:`ConfigError`
+    naming its config key and value. ``data_args`` (shapes) come from the data set."""
+    values = asdict(settings)
+    try:
+        return factory(**values, **data_args)
+    except InvalidArgument as err:
+        if err.argument in values:
+            raise ConfigError(f"invalid value {values[err.argument]!r} for "
+                              f"'{section}.{err.argument}': {err}") from None
+        raise ConfigError(f"the settings in '{section}' do not suit data.name: {err}") from None
+
+
 DATASETS = ("mnist5k", "mnist", "cifar10", "toy2d")
 OBJECTIVES = ("mle", "adversarial")
 GENERATORS = ("realnvp", "realnvp2d", "mixture2d")
 ENERGIES = ("conv", "mlp")
 LR_SCHEDULES = ("constant", "cosine")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16-true", "16", "bf16-mixed",
+              "bf16-true", "bf16")
 
 
 @dataclass
@@ -177,6 +215,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.generator.name": GENERATORS,
     "model.energy.name": ENERGIES,
     "model.lr_schedule": LR_SCHEDULES,
+    "trainer.accelerator": ACCELERATORS,
+    "trainer.precision": PRECISIONS,
 }
 POSITIVE_INTS = (
     "data.batch_size",
@@ -263,6 +303,9 @@ def _load_yaml(path: str) -> DictConfig:
         raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"config file '{path}' must hold a mapping of keys, not a list")
+    if not loaded:
+        raise ConfigError(f"config file '{path}' is empty: give it the keys of a run (see "
+                          "configs/quickstart.yaml), or leave out --config to use every default")
     return loaded
 
 
@@ -281,8 +324,55 @@ def _invalid(key: str, value: Any, expected: str) -> ConfigError:
     return ConfigError(f"invalid value {value!r} for '{key}': expected {expected}")
 
 
+def _floats(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every float of a config dataclass (inside lists too) as (dotted key, value)."""
+    for item in fields(node):
+        key, value = f"{prefix}{item.name}", getattr(node, item.name)
+        if is_dataclass(value):
+            yield from _floats(value, f"{key}.")
+        elif isinstance(value, float) or (isinstance(value, list)
+                                          and any(isinstance(v, float) for v in value)):
+            yield key, value
+
+
+def _check_finite(cfg: Config) -> None:
+    for key, value in _floats(cfg):
+        if not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+            raise _invalid(key, value, "a finite number (nan and inf are not settings; use null "
+                                       "where the key allows turning it off)")
+
+
+def _check_trainer(trainer: TrainerConfig) -> None:
+    """Trainer settings Lightning would reject with a traceback, or that train nothing."""
+    devices = trainer.devices
+    listed = isinstance(devices, list) and devices and all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
+    counted = isinstance(devices, int) and not isinstance(devices, bool) and (
+        devices >= 1 or devices == -1)
+    if not (devices == "auto" or counted or listed):
+        raise _invalid("trainer.devices", devices, "a positive number of devices, -1 (all), "
+                       "'auto', or a list of device indices such as [0, 1]")
+    if trainer.max_steps == 0 or trainer.max_steps < -1:
+        raise _invalid("trainer.max_steps", trainer.max_steps,
+                       "-1 (no limit) or a positive number of optimiser steps")
+    if trainer.max_epochs < 1 and not (trainer.max_epochs == -1 and trainer.max_steps > 0):
+        raise _invalid("trainer.max_epochs", trainer.max_epochs,
+                       "a positive number of epochs (or -1 together with trainer.max_steps > 0)")
+    for key, smallest in (("limit_train_batches", 1), ("limit_val_batches", 0)):
+        value = getattr(trainer, key)
+        if isinstance(value, float):
+            valid = 0.0 < value <= 1.0 or (smallest == 0 and value == 0.0)
+            expected = f"a fraction in {'[0' if smallest == 0 else '(0'}, 1]"
+        else:
+            valid, expected = value >= smallest, f"a number of batches >= {smallest}"
+        if not valid:
+            raise _invalid(f"trainer.{key}", value, expected)
+
+
 def validate(cfg: Config) -> None:
     """Check the values the type system cannot: choices, ranges and combinations."""
+    _check_finite(cfg)
+    _check_trainer(cfg.trainer)
     flat = OmegaConf.structured(cfg)
     for key, options in CHOICES.items():
         if (value := OmegaConf.select(flat, key)) not in options:

@@ -113,13 +113,15 @@ class ImageDataModule(pl.LightningDataModule):
         try:
             return (cls(root, train=True, download=download),
                     cls(root, train=False, download=download))
-        except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
-            raise ConfigError(f"could not load {self.config.name} from '{root}': {err}") from None
+        except Exception as err:  # missing, truncated or corrupted files: never a traceback
+            raise ConfigError(
+                f"the {self.config.name} files under '{root}' cannot be read ({_reason(err)}): "
+                "they are incomplete or damaged; delete them and set data.download=true, or set "
+                "data.root to an intact copy") from None
 
     def _load_uint8(self) -> tuple[Tensor, Tensor]:
         if self.config.name == "mnist5k":
-            with np.load(self.root / MNIST5K_FILE) as archive:
-                images, labels = archive["images"], archive["labels"]
+            images, labels = _read_mnist5k(self.root / MNIST5K_FILE)
             train, val = stratified_split(labels, MNIST5K_VAL_PER_CLASS)
             images = torch.from_numpy(images).unsqueeze(1)
             return images[train], images[val]
@@ -146,6 +148,29 @@ class ImageDataModule(pl.LightningDataModule):
                           drop_last=shuffle, num_workers=workers, persistent_workers=workers > 0)
 
 
+def _reason(err: Exception) -> str:
+    """The first line of an exception, with its type."""
+    text = str(err).splitlines()[0] if str(err) else "no details"
+    return f"{type(err).__name__}: {text}"
+
+
+def _read_mnist5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled archive's uint8 images (N, 28, 28) and labels (N,), or a ConfigError."""
+    try:
+        with np.load(path) as archive:
+            images, labels = archive["images"], archive["labels"]
+    except Exception as err:  # zip, zlib, pickle and key errors all mean "damaged"
+        raise ConfigError(
+            f"the mnist5k archive '{path}' cannot be read ({_reason(err)}): it is truncated or "
+            "corrupted; restore it with `git checkout data/mnist_5k.npz`, or set data.root to a "
+            "folder holding an intact copy") from None
+    if images.dtype != np.uint8 or images.shape[1:] != (28, 28) or len(labels) != len(images):
+        raise ConfigError(f"the mnist5k archive '{path}' holds images {images.dtype} "
+                          f"{images.shape} and {len(labels)} labels, not uint8 (N, 28, 28) with N "
+                          "labels: restore it with `git checkout data/mnist_5k.npz`")
+    return images, labels
+
+
 def _as_nchw_uint8(data: Tensor | np.ndarray) -> Tensor:
     """torchvision's MNIST (N, H, W) tensor or CIFAR-10 (N, H, W, C) array to (N, C, H, W)."""
     images = torch.as_tensor(data)
@@ -160,9 +185,6 @@ class Toy2dDataModule(pl.LightningDataModule):
         self.config = config
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
-
-    def check_files(self) -> None:
-        """Toy data are generated, never read from disk."""
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

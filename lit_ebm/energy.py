@@ -7,23 +7,17 @@ the batch, and the data and generated batches must be scored by the same functio
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from itertools import pairwise
 
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from lit_ebm.config import EnergyConfig
+from lit_ebm.config import EnergyConfig, build_from, require
 from lit_ebm.generators.base import Generator
 
 
 def _maybe_spectral_norm(layer: nn.Module, enabled: bool) -> nn.Module:
     return _spectral_norm(layer) if enabled else layer
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
 
 
 class MLPEnergy(nn.Module):
@@ -45,11 +39,13 @@ class MLPEnergy(nn.Module):
         spectral_norm: bool = False,
     ) -> None:
         super().__init__()
-        _require(in_features >= 1, f"in_features must be >= 1, got {in_features}")
-        _require(hidden_features >= 1, f"hidden_features must be >= 1, got {hidden_features}")
-        _require(depth >= 1, f"depth must be >= 1 (number of hidden layers), got {depth}")
-        _require(
+        require(in_features >= 1, "in_features", f"in_features must be >= 1, got {in_features}")
+        require(hidden_features >= 1, "hidden_features",
+                f"hidden_features must be >= 1, got {hidden_features}")
+        require(depth >= 1, "depth", f"depth must be >= 1 (number of hidden layers), got {depth}")
+        require(
             confinement > 0,
+            "confinement",
             f"confinement must be > 0 so that Z is finite, got {confinement}; try 0.1",
         )
         self.confinement = confinement
@@ -85,15 +81,18 @@ class ConvEnergy(nn.Module):
         spectral_norm: bool = False,
     ) -> None:
         super().__init__()
-        _require(
+        require(
             len(image_shape) == 3 and all(int(size) >= 1 for size in image_shape),
+            "image_shape",
             f"image_shape must be (channels, height, width) of positive ints, got {image_shape}",
         )
-        _require(channels >= 1, f"channels must be >= 1, got {channels}")
-        _require(depth >= 1, f"depth must be >= 1 (number of downsampling stages), got {depth}")
+        require(channels >= 1, "channels", f"channels must be >= 1, got {channels}")
+        require(depth >= 1, "depth",
+                f"depth must be >= 1 (number of downsampling stages), got {depth}")
         in_channels, height, width = (int(size) for size in image_shape)
-        _require(
+        require(
             2**depth <= min(height, width),
+            "depth",
             f"depth={depth} halves the {height}x{width} image below 1 pixel; "
             f"use depth <= {min(height, width).bit_length() - 1}",
         )
@@ -127,9 +126,11 @@ def build_energy(config: EnergyConfig, event_shape: tuple[int, ...]) -> nn.Modul
     """The energy network named by ``config.name`` for examples of shape ``event_shape``
     (the learnable part f when ``config.residual``; see :class:`ResidualEnergy`)."""
     if config.name == "conv":
-        return ConvEnergy(tuple(event_shape), **asdict(config.conv))
+        return build_from("model.energy.conv", ConvEnergy, config.conv,
+                          image_shape=tuple(event_shape))
     if config.name == "mlp":
-        return MLPEnergy(in_features=math.prod(event_shape), **asdict(config.mlp))
+        return build_from("model.energy.mlp", MLPEnergy, config.mlp,
+                          in_features=math.prod(event_shape))
     raise ValueError(f"unknown energy {config.name!r}")
 
 

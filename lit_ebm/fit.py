@@ -12,18 +12,22 @@ import argparse
 import importlib.util
 import os
 import re
+import shutil
 import sys
 import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import pytorch_lightning as pl
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
+from pytorch_lightning.strategies import StrategyRegistry
 from torchvision.utils import save_image
 
 from lit_ebm.checkpoints import check_compatible, read_checkpoint
-from lit_ebm.config import Config, ConfigError, load_config, to_container, to_yaml
+from lit_ebm.config import Config, ConfigError, TrainerConfig, load_config, to_container, to_yaml
 from lit_ebm.data import build_datamodule, event_shape
 from lit_ebm.modules import MODULES, GenerativeModule, NonFiniteLossError
 
@@ -74,16 +78,30 @@ def version_dirs(output_dir: str, name: str) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def new_run_dir(cfg: Config) -> Path:
-    """The next ``<output_dir>/<name>/version_<n>``, created; DDP workers reuse rank 0's."""
+def next_run_dir(cfg: Config) -> Path:
+    """The next ``<output_dir>/<name>/version_<n>`` (not yet created); DDP workers get rank 0's."""
     inherited = os.environ.get(RUN_DIR_ENV)
     if inherited:
         return Path(inherited)
     existing = version_dirs(cfg.output_dir, cfg.name)
     number = existing[-1][0] + 1 if existing else 0
-    run_dir = Path(cfg.output_dir) / cfg.name / f"version_{number}"
-    run_dir.mkdir(parents=True)
-    return run_dir
+    return Path(cfg.output_dir) / cfg.name / f"version_{number}"
+
+
+def create_run_dir(run_dir: Path, cfg: Config) -> Path | None:
+    """Create ``run_dir`` with its ``config.yaml``; returns the outermost folder created, for
+    :func:`train` to remove if the start fails later. Raises :class:`ConfigError`, leaving
+    nothing behind, when ``output_dir`` cannot be created or written."""
+    outermost = next((p for p in (*reversed(run_dir.parents), run_dir) if not p.exists()), None)
+    try:
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    except OSError as err:
+        if outermost is not None:
+            shutil.rmtree(outermost, ignore_errors=True)
+        raise ConfigError(f"output_dir={cfg.output_dir!r} cannot hold the run folder '{run_dir}' "
+                          f"({err.strerror or err}): set output_dir to a writable folder") from None
+    return outermost
 
 
 def resolve_ckpt_path(cfg: Config) -> Path | None:
@@ -100,6 +118,78 @@ def resolve_ckpt_path(cfg: Config) -> Path | None:
         f"ckpt_path=last, but no '{Path(cfg.output_dir) / cfg.name}/version_*/checkpoints/"
         "last.ckpt' exists: check output_dir and name, or start without ckpt_path"
     )
+
+
+def _available_devices(accelerator: str) -> tuple[str, int]:
+    """The accelerator Lightning resolves ``accelerator`` to, and how many devices it has."""
+    counts = {
+        "tpu": XLAAccelerator.auto_device_count() if XLAAccelerator.is_available() else 0,
+        "cuda": CUDAAccelerator.auto_device_count() if CUDAAccelerator.is_available() else 0,
+        "mps": 1 if MPSAccelerator.is_available() else 0,
+        "cpu": os.cpu_count() or 1,
+    }
+    if accelerator == "gpu":
+        accelerator = "cuda" if counts["cuda"] or not counts["mps"] else "mps"
+    if accelerator == "auto":
+        accelerator = next(name for name, count in counts.items() if count)
+    return accelerator, counts[accelerator]
+
+
+def check_trainer_settings(trainer: TrainerConfig) -> int:
+    """Refuse accelerators, device counts and strategies this machine or Lightning cannot
+    serve; returns the number of training processes."""
+    accelerator, available = _available_devices(trainer.accelerator)
+    if not available:
+        raise ConfigError(f"trainer.accelerator={trainer.accelerator!r}, but this machine has no "
+                          f"{accelerator} device: use trainer.accelerator=auto or cpu")
+    devices = trainer.devices
+    if accelerator == "cpu" and (devices == -1 or isinstance(devices, list)):
+        raise ConfigError(f"trainer.devices={devices!r} does not suit the CPU: give a number of "
+                          f"processes between 1 and {available}")
+    if isinstance(devices, list):
+        wanted, highest = len(devices), max(devices) + 1
+    elif devices == "auto":
+        wanted = highest = 1 if accelerator == "cpu" else available
+    elif devices == -1:
+        wanted = highest = available
+    else:
+        wanted = highest = devices
+    if highest > available:
+        raise ConfigError(f"trainer.devices={devices!r} asks for more {accelerator} devices than "
+                          f"this machine has ({available}): use trainer.devices<={available}")
+    strategies = ("auto", *StrategyRegistry.available_strategies())
+    if trainer.strategy not in strategies:
+        raise ConfigError(f"invalid value {trainer.strategy!r} for 'trainer.strategy': expected "
+                          f"one of auto, ddp, ddp_spawn, fsdp, deepspeed, ... "
+                          f"(Lightning's StrategyRegistry lists {len(strategies) - 1})")
+    return wanted
+
+
+def check_batch_size(cfg: Config, train_size: int, processes: int) -> None:
+    """Refuse a batch larger than each process's share of the training set (it would train
+    no batch at all, since incomplete batches are dropped)."""
+    share = train_size // processes
+    if cfg.data.batch_size > share:
+        per = f" split over {processes} processes" if processes > 1 else ""
+        raise ConfigError(
+            f"invalid value {cfg.data.batch_size} for 'data.batch_size': the training set has "
+            f"{train_size} examples{per}, so no full batch would be trained; use "
+            f"data.batch_size<={share}")
+
+
+def build_trainer(cfg: Config, run_dir: Path, monitor: str) -> pl.Trainer:
+    """The Trainer for ``cfg``, writing into ``run_dir``; settings that Lightning rejects become
+    a :class:`ConfigError`. Creates nothing on disk."""
+    trainer_args = asdict(cfg.trainer)
+    if cfg.model.objective == "adversarial":
+        strategy = trainer_args["strategy"]
+        trainer_args["strategy"] = UNUSED_PARAMETER_STRATEGIES.get(strategy, strategy)
+    try:
+        return pl.Trainer(**trainer_args, logger=_loggers(cfg, run_dir),
+                          callbacks=_callbacks(cfg, run_dir, monitor), default_root_dir=run_dir)
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"Lightning rejected the trainer.* settings: {reason}") from None
 
 
 def build_module(cfg: Config) -> GenerativeModule:
@@ -131,25 +221,30 @@ def _callbacks(cfg: Config, run_dir: Path, monitor: str) -> list[Callback]:
 
 
 def train(cfg: Config) -> Path:
-    """Run training as configured; returns the run folder."""
-    pl.seed_everything(cfg.seed, workers=True)
+    """Run training as configured; returns the run folder.
+
+    Everything that can be wrong with the settings, the data or the checkpoints is checked
+    before the run folder is created, so a failed start leaves nothing behind.
+    """
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    processes = check_trainer_settings(cfg.trainer)
     module = build_module(cfg)
     datamodule = build_datamodule(cfg.data, dequantise=not module.generator.discrete)
-    datamodule.check_files()
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    check_batch_size(cfg, len(datamodule.train_set), processes)
     ckpt_path = resolve_ckpt_path(cfg)
     if ckpt_path is not None:
         state = read_checkpoint(ckpt_path, "ckpt_path")["state_dict"]
         check_compatible(module.state_dict(), state, f"ckpt_path checkpoint '{ckpt_path}'")
-    run_dir = new_run_dir(cfg)
-    if RUN_DIR_ENV not in os.environ:
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    monitor = "val/bpd" if module.is_image else "val/nll"
-    trainer_args = asdict(cfg.trainer)
-    if cfg.model.objective == "adversarial":
-        strategy = trainer_args["strategy"]
-        trainer_args["strategy"] = UNUSED_PARAMETER_STRATEGIES.get(strategy, strategy)
-    trainer = pl.Trainer(**trainer_args, logger=_loggers(cfg, run_dir),
-                         callbacks=_callbacks(cfg, run_dir, monitor), default_root_dir=run_dir)
+    run_dir = next_run_dir(cfg)
+    created = None if RUN_DIR_ENV in os.environ else create_run_dir(run_dir, cfg)
+    try:
+        trainer = build_trainer(cfg, run_dir, monitor="val/bpd" if module.is_image else "val/nll")
+    except ConfigError:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

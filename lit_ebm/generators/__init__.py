@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
-from lit_ebm.config import GeneratorConfig
+from lit_ebm.config import GeneratorConfig, build_from
 from lit_ebm.generators.base import Generator, bits_per_dim
 from lit_ebm.generators.flow2d import RealNVP2d
 from lit_ebm.generators.mixture import GaussianMixture2d
@@ -17,9 +15,10 @@ __all__ = ["Generator", "GaussianMixture2d", "RealNVP", "RealNVP2d", "bits_per_d
 def build_generator(config: GeneratorConfig, event_shape: tuple[int, ...]) -> Generator:
     """The generator named by ``config.name`` for examples of shape ``event_shape``."""
     if config.name == "realnvp":
-        return RealNVP(tuple(event_shape), **asdict(config.realnvp))
+        return build_from("model.generator.realnvp", RealNVP, config.realnvp,
+                          image_shape=tuple(event_shape))
     if config.name == "realnvp2d":
-        return RealNVP2d(**asdict(config.realnvp2d))
+        return build_from("model.generator.realnvp2d", RealNVP2d, config.realnvp2d)
     if config.name == "mixture2d":
-        return GaussianMixture2d(**asdict(config.mixture2d))
+        return build_from("model.generator.mixture2d", GaussianMixture2d, config.mixture2d)
     raise ValueError(f"unknown generator {config.name!r}")

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from lit_ebm.config import require
 from lit_ebm.generators.base import Generator
 
 LOG_SCALE_BOUND = 2.0
@@ -74,10 +75,10 @@ class RealNVP2d(Generator):
 
     def __init__(self, num_couplings: int = 6, hidden_features: int = 64) -> None:
         super().__init__(event_shape=(2,))
-        if num_couplings < 1:
-            raise ValueError(f"num_couplings must be >= 1, got {num_couplings}")
-        if hidden_features < 1:
-            raise ValueError(f"hidden_features must be >= 1, got {hidden_features}")
+        require(num_couplings >= 1, "num_couplings",
+                f"num_couplings must be >= 1, got {num_couplings}")
+        require(hidden_features >= 1, "hidden_features",
+                f"hidden_features must be >= 1, got {hidden_features}")
         self.couplings = nn.ModuleList(
             AffineCoupling2d(conditioned=i % 2, hidden_features=hidden_features)
             for i in range(num_couplings)

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from lit_ebm.config import require
 from lit_ebm.generators.base import Generator
 
 
@@ -31,10 +32,9 @@ class GaussianMixture2d(Generator):
 
     def __init__(self, num_components: int = 4, init_scale: float = 2.0) -> None:
         super().__init__(event_shape=(2,))
-        if num_components < 1:
-            raise ValueError(f"num_components must be >= 1, got {num_components}")
-        if init_scale <= 0:
-            raise ValueError(f"init_scale must be > 0, got {init_scale}")
+        require(num_components >= 1, "num_components",
+                f"num_components must be >= 1, got {num_components}")
+        require(init_scale > 0, "init_scale", f"init_scale must be > 0, got {init_scale}")
         self.means = nn.Parameter(init_scale * (2.0 * torch.rand(num_components, 2) - 1.0))
         self.log_scales = nn.Parameter(torch.zeros(num_components, 2))
 

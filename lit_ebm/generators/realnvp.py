@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_ebm.config import InvalidArgument, require
 from lit_ebm.generators.base import Generator
 
 
@@ -188,10 +189,9 @@ class _Scale(nn.Module):
         return h, log_det
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}; pass e.g. {name}=2")
-    return value
+def _positive_int(name: str, value: object) -> None:
+    require(not isinstance(value, bool) and isinstance(value, int) and value >= 1, name,
+            f"{name} must be a positive integer, got {value!r}; pass e.g. {name}=2")
 
 
 class RealNVP(Generator):
@@ -220,28 +220,24 @@ class RealNVP(Generator):
         logit_alpha: float = 0.05,
     ) -> None:
         image_shape = tuple(image_shape)
-        if len(image_shape) != 3:
-            raise ValueError(
-                f"image_shape must be (C, H, W), got {image_shape!r}; "
-                "pass e.g. image_shape=(1, 28, 28)"
-            )
+        require(len(image_shape) == 3, "image_shape",
+                f"image_shape must be (C, H, W), got {image_shape!r}; pass e.g. (1, 28, 28)")
         for dim in image_shape:
-            _positive_int("image_shape entries", dim)
+            _positive_int("image_shape", dim)
         _positive_int("num_scales", num_scales)
         _positive_int("num_blocks", num_blocks)
         _positive_int("hidden_channels", hidden_channels)
-        if not 0.0 < logit_alpha < 0.5:
-            raise ValueError(
+        require(0.0 < logit_alpha < 0.5, "logit_alpha",
                 f"logit_alpha must satisfy 0 < logit_alpha < 0.5, got {logit_alpha!r}; "
-                "pass e.g. logit_alpha=0.05"
-            )
+                "pass e.g. logit_alpha=0.05")
         channels, height, width = image_shape
         factor = 2 ** (num_scales - 1)
         if height % factor or width % factor:
-            raise ValueError(
-                f"image_shape {image_shape!r} has H and W not divisible by "
-                f"2**(num_scales-1) = {factor} for num_scales={num_scales}; lower num_scales or "
-                "pad the images"
+            usable = min((height & -height), (width & -width)).bit_length()
+            raise InvalidArgument(
+                "num_scales",
+                f"{height}x{width} images cannot be halved num_scales-1 = {num_scales - 1} "
+                f"times (H and W must be divisible by {factor}); use num_scales <= {usable}",
             )
         super().__init__(image_shape)
         self.logit_alpha = float(logit_alpha)
