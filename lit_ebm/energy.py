@@ -153,5 +153,8 @@ class ResidualEnergy(nn.Module):
         self.base.eval()
         return self
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x) - self.base.log_prob(x)
+    def forward(self, x: Tensor, base_log_prob: Tensor | None = None) -> Tensor:
+        """E(x); pass ``base_log_prob`` = log q0(x) where it is already computed, to skip q0."""
+        if base_log_prob is None:
+            base_log_prob = self.base.log_prob(x)
+        return self.net(x) - base_log_prob

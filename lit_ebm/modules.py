@@ -8,8 +8,10 @@ generator step minimises L_G = E_q[E(x) + log q(x)]; the mathematics is in
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -58,6 +60,21 @@ def check_generator(generator: nn.Module) -> Generator:
             "(log_prob(x) -> (B,), sample(n) -> (x, log_q), discrete: bool)."
         )
     return generator
+
+
+@dataclass
+class GeneratedBatch:
+    """One generated batch serving both steps of a training batch.
+
+    On a batch that ends with a generator step, ``log_q`` carries gradients to the generator
+    (through the sampling path if continuous), and so do ``x`` and ``log_q_base`` = log q0(x),
+    the frozen base density of a residual energy (None without one): the energy step uses them
+    detached, the generator step with their graphs, so each is computed once.
+    """
+
+    x: Tensor
+    log_q: Tensor
+    log_q_base: Tensor | None
 
 
 class GenerativeModule(pl.LightningModule):
@@ -185,9 +202,10 @@ class MaximumLikelihood(GenerativeModule):
 class AdversarialEBM(GenerativeModule):
     """Energy E, learnable log Z and generator q trained as in Finn et al. (2016), section 3.
 
-    Each batch is one energy step on L_D (generator samples drawn without gradient); every
-    ``n_critic``-th batch also takes a generator step on L_G with the energy frozen,
-    reparameterised for continuous generators and score-function for discrete ones.
+    Each batch draws one generated batch (:class:`GeneratedBatch`) for two steps: an energy step
+    on L_D (the samples detached) and, every ``n_critic``-th batch, a generator step on L_G
+    with the energy frozen as that energy step left it, reparameterised for continuous
+    generators and score-function for discrete ones.
     """
 
     def __init__(self, model: dict[str, Any], event_shape: list[int],
@@ -197,9 +215,7 @@ class AdversarialEBM(GenerativeModule):
         if energy is None:
             energy = build_energy(self.config.energy, self.event_shape)
             if self.config.energy.residual:
-                base = build_generator(self.config.generator, self.event_shape)
-                base.load_state_dict(self.generator.state_dict())
-                energy = ResidualEnergy(energy, base)
+                energy = ResidualEnergy(energy, copy.deepcopy(self.generator))
         self.energy = energy
         self.log_z = nn.Parameter(torch.zeros(()))
         self.register_buffer("log_z_initialised", torch.tensor(False))
@@ -256,11 +272,13 @@ class AdversarialEBM(GenerativeModule):
 
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
         energy_opt, generator_opt = self.optimizers()
+        generator_step = (batch_idx + 1) % self.config.n_critic == 0
         x_real = batch
         with torch.no_grad():
-            x_fake, log_q_fake = self._sample(len(x_real))
             log_q_real = self.generator.log_prob(x_real)
-        energy_real, energy_fake = self.energy(x_real), self.energy(x_fake)
+        fake = self._generate(len(x_real), with_graph=generator_step)
+        log_q_fake = fake.log_q.detach()
+        energy_real, energy_fake = self.energy(x_real), self._fake_energy(fake, detach=True)
         if not self.log_z_initialised:
             self._init_log_z(torch.cat([energy_real, energy_fake]),
                              torch.cat([log_q_real, log_q_fake]))
@@ -276,9 +294,9 @@ class AdversarialEBM(GenerativeModule):
         self._log_energy_stats(energy_real.detach(), energy_fake.detach(), log_q_real,
                                log_q_fake, loss_d.detach())
 
-        if (batch_idx + 1) % self.config.n_critic == 0:
+        if generator_step:
             with self.toggled_optimizer(generator_opt):
-                surrogate, loss_g = self._generator_loss(len(x_real))
+                surrogate, loss_g = self._generator_loss(fake)
                 self.check_finite("train/loss_g (generator loss)", loss_g)
                 self._step(generator_opt, surrogate)
             self.log("train/loss_g", loss_g, prog_bar=True)
@@ -297,21 +315,44 @@ class AdversarialEBM(GenerativeModule):
             )
         return x, log_q
 
-    def _generator_loss(self, num_samples: int) -> tuple[Tensor, Tensor]:
-        """The loss to differentiate and the value of L_G = mean(E + log q) (detached).
+    def _generate(self, num_samples: int, with_graph: bool) -> GeneratedBatch:
+        """Draw the generated batch, with the graphs a generator step needs if ``with_graph``.
+
+        A discrete sample has no path to the parameters: its log q is recomputed with gradient
+        for the score-function estimator.
+        """
+        with torch.set_grad_enabled(with_graph):
+            x, log_q = self._sample(num_samples)
+            if self.generator.discrete:
+                x = x.detach()
+                log_q = self.generator.log_prob(x) if with_graph else log_q
+            log_q_base = (self.energy.base.log_prob(x)
+                          if isinstance(self.energy, ResidualEnergy) else None)
+        return GeneratedBatch(x, log_q, log_q_base)
+
+    def _fake_energy(self, fake: GeneratedBatch, detach: bool) -> Tensor:
+        """E of the generated batch, reusing its log q0; ``detach`` cuts the path to the
+        generator (energy step)."""
+        x = fake.x.detach() if detach else fake.x
+        if fake.log_q_base is None:
+            return self.energy(x)
+        base = fake.log_q_base.detach() if detach else fake.log_q_base
+        return self.energy(x, base_log_prob=base)
+
+    def _generator_loss(self, fake: GeneratedBatch) -> tuple[Tensor, Tensor]:
+        """The loss to differentiate and the value of L_G = mean(E + log q) (detached), with the
+        energy as the energy step left it.
 
         Continuous generators differentiate L_G itself (reparameterised); discrete ones a
         score-function surrogate whose value means nothing, so L_G is returned beside it.
         """
         if self.generator.discrete:
-            x, _ = self._sample(num_samples)
-            log_q = self.generator.log_prob(x.detach())
             with torch.no_grad():
-                energy = self.energy(x)
-            value = objectives.generator_loss_reparameterised(energy, log_q.detach())
-            return objectives.generator_loss_score_function(energy, log_q), value
-        x, log_q = self._sample(num_samples)
-        loss = objectives.generator_loss_reparameterised(self.energy(x), log_q)
+                energy = self._fake_energy(fake, detach=True)
+            value = objectives.generator_loss_reparameterised(energy, fake.log_q.detach())
+            return objectives.generator_loss_score_function(energy, fake.log_q), value
+        loss = objectives.generator_loss_reparameterised(self._fake_energy(fake, detach=False),
+                                                         fake.log_q)
         return loss, loss.detach()
 
     def _step(self, optimizer: Optimizer, loss: Tensor) -> None:
