@@ -26,7 +26,8 @@ class ConfigError(ValueError):
 
 DATASETS = ("mnist5k", "mnist", "cifar10", "toy2d")
 OBJECTIVES = ("mle", "adversarial")
-GENERATORS = ("realnvp", "realnvp2d", "mixture2d")
+GENERATORS = ("realnvp", "pixelcnn", "realnvp2d", "mixture2d")
+IMAGE_GENERATORS = ("realnvp", "pixelcnn")
 ENERGIES = ("conv", "mlp")
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -56,6 +57,15 @@ class RealNVPConfig:
 
 
 @dataclass
+class PixelCNNConfig:
+    """Gated PixelCNN (van den Oord et al. 2016): a discrete generator with exact log-mass."""
+
+    channels: int = 64  # width of the vertical and horizontal stacks
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 1, 4, 1, 2, 1])  # one per layer
+    kernel_size: int = 3  # odd, >= 3
+
+
+@dataclass
 class RealNVP2dConfig:
     """RealNVP with MLP couplings for 2-D points."""
 
@@ -77,6 +87,7 @@ class GeneratorConfig:
 
     name: str = "realnvp"
     realnvp: RealNVPConfig = field(default_factory=RealNVPConfig)
+    pixelcnn: PixelCNNConfig = field(default_factory=PixelCNNConfig)
     realnvp2d: RealNVP2dConfig = field(default_factory=RealNVP2dConfig)
     mixture2d: Mixture2dConfig = field(default_factory=Mixture2dConfig)
 
@@ -304,10 +315,12 @@ def validate(cfg: Config) -> None:
         raise _invalid("trainer.max_epochs", cfg.trainer.max_epochs,
                        "a positive number of epochs with model.lr_schedule=cosine")
     toy = cfg.data.name == "toy2d"
-    if toy != (cfg.model.generator.name in ("realnvp2d", "mixture2d")):
+    if toy == (cfg.model.generator.name in IMAGE_GENERATORS):
         raise _invalid("model.generator.name", cfg.model.generator.name,
-                       f"{'realnvp2d or mixture2d' if toy else 'realnvp'} "
+                       f"{'realnvp2d or mixture2d' if toy else ' or '.join(IMAGE_GENERATORS)} "
                        f"for data.name={cfg.data.name!r}")
+    if cfg.model.generator.name == "pixelcnn":
+        _validate_pixelcnn(cfg.model.generator.pixelcnn)
     if cfg.model.energy.residual and cfg.model.energy_reg > 0:
         raise _invalid("model.energy_reg", cfg.model.energy_reg,
                        "0 with model.energy.residual=true (the penalty would act on -log q_init, "
@@ -316,6 +329,18 @@ def validate(cfg: Config) -> None:
     if cfg.model.objective == "adversarial" and cfg.model.energy.name != energy:
         raise _invalid("model.energy.name", cfg.model.energy.name,
                        f"{energy!r} for data.name={cfg.data.name!r}")
+
+
+def _validate_pixelcnn(config: PixelCNNConfig) -> None:
+    """The PixelCNN settings the network cannot be built with (its constructor agrees)."""
+    key = "model.generator.pixelcnn."
+    if config.channels < 1:
+        raise _invalid(f"{key}channels", config.channels, "a positive integer, e.g. 64")
+    if not config.dilations or min(config.dilations) < 1:
+        raise _invalid(f"{key}dilations", list(config.dilations),
+                       "a non-empty list of positive integers, e.g. [1, 2, 1, 4, 1, 2, 1]")
+    if config.kernel_size < 3 or config.kernel_size % 2 == 0:
+        raise _invalid(f"{key}kernel_size", config.kernel_size, "an odd integer >= 3, e.g. 3")
 
 
 def load_config(files: list[str], overrides: list[str] | None = None) -> Config:

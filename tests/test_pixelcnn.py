@@ -1,18 +1,26 @@
-"""Tests of the Gated PixelCNN: causality, no blind spot, normalisation, exact sampling and the
-two samplers' agreement."""
+"""Tests of the Gated PixelCNN: causality, no blind spot, normalisation, exact sampling, the two
+samplers' agreement, and training and errors through the CLI."""
 
 from __future__ import annotations
 
+import csv
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 from scipy import stats
 
+from lit_ebm.config import load_config, to_container
+from lit_ebm.fit import main
 from lit_ebm.generators.pixelcnn import PixelCNN
+from lit_ebm.modules import AdversarialEBM, MaximumLikelihood
+from tests.tiny import TINY_IMAGE_RUN, TINY_PIXELCNN_RUN
 
 TINY = {"channels": 8, "dilations": (1, 2)}
+TINY_ADVERSARIAL = ["model.objective=adversarial", "model.energy.residual=true",
+                    "model.energy.conv.channels=8", "model.energy.conv.depth=2"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -181,3 +189,100 @@ def test_wrong_input_and_method_raise():
     with pytest.raises(ValueError, match="method must be 'fast' or 'naive'"):
         model.sample(2, method="cached")
 
+
+@pytest.fixture(scope="module")
+def ml_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-epoch maximum-likelihood PixelCNN run through the CLI; its run folder."""
+    output = tmp_path_factory.mktemp("pixelcnn")
+    assert main([*TINY_PIXELCNN_RUN, f"output_dir={output}", "name=ml"]) == 0
+    return output / "ml" / "version_0"
+
+
+def _column(run_dir: Path, key: str) -> list[float]:
+    with open(run_dir / "metrics.csv", newline="") as file:
+        return [float(row[key]) for row in csv.DictReader(file) if row.get(key)]
+
+
+def test_ml_run_lowers_val_bpd_and_its_checkpoint_reloads(ml_run: Path) -> None:
+    val_bpd = _column(ml_run, "val/bpd")
+    assert len(val_bpd) == 2 and val_bpd[1] < val_bpd[0] < 8.5
+    assert sorted(p.name for p in (ml_run / "samples").glob("*.png")) == ["epoch0000.png",
+                                                                         "epoch0001.png"]
+    ckpt = ml_run / "checkpoints" / "last.ckpt"
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert raw["hyper_parameters"]["model"]["generator"]["name"] == "pixelcnn"
+    model = MaximumLikelihood.load_from_checkpoint(ckpt, map_location="cpu")
+    assert isinstance(model.generator, PixelCNN) and model.generator.channels == 8
+    bpd = model.generator.bits_per_dim(random_images((1, 28, 28), 2))
+    assert bpd.shape == (2,) and torch.isfinite(bpd).all()
+
+
+def test_adversarial_run_with_residual_energy_from_the_ml_checkpoint(ml_run: Path,
+                                                                       tmp_path: Path) -> None:
+    ml_ckpt = ml_run / "checkpoints" / "last.ckpt"
+    run = [*TINY_PIXELCNN_RUN, *TINY_ADVERSARIAL, f"model.generator_init={ml_ckpt}",
+           "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+           f"output_dir={tmp_path}", "name=adv"]
+    assert main(run) == 0
+    run_dir = tmp_path / "adv" / "version_0"
+    assert all(torch.isfinite(torch.tensor(_column(run_dir, key))).all()
+               for key in ("train/loss_g", "train/loss_d", "train/entropy", "val/bpd"))
+    assert (run_dir / "samples" / "epoch0000.png").is_file()
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert raw["global_step"] == 4, "2 batches x (energy + generator step)"
+    model = AdversarialEBM.load_from_checkpoint(ckpt, map_location="cpu")
+    assert isinstance(model.generator, PixelCNN) and isinstance(model.energy.base, PixelCNN)
+    ml_weights = torch.load(ml_ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    base = model.energy.base.state_dict()
+    assert all(torch.equal(base[name[len("generator."):]], value)
+               for name, value in ml_weights.items() if name.startswith("generator."))
+    scores = model.score(random_images((1, 28, 28), 2))
+    assert torch.isfinite(scores["log_prob"]).all()
+
+
+def _realnvp_checkpoint(path: Path) -> Path:
+    """A MaximumLikelihood RealNVP checkpoint as Lightning writes it (weights, hyperparameters)."""
+    module = MaximumLikelihood(to_container(load_config([], TINY_IMAGE_RUN).model), [1, 28, 28])
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)},
+               path)
+    return path
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    return err
+
+
+def test_generator_init_holding_another_generator_is_named(
+    ml_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    realnvp = _realnvp_checkpoint(tmp_path / "realnvp.ckpt")
+    assert main([*TINY_PIXELCNN_RUN, *TINY_ADVERSARIAL, f"model.generator_init={realnvp}",
+                 f"output_dir={tmp_path}"]) == 2
+    err = _one_line_error(capsys)
+    assert "holds a realnvp generator" in err and "model.generator.name is pixelcnn" in err
+
+    pixelcnn = ml_run / "checkpoints" / "last.ckpt"
+    assert main([*TINY_IMAGE_RUN, *TINY_ADVERSARIAL, f"model.generator_init={pixelcnn}",
+                 f"output_dir={tmp_path}"]) == 2
+    err = _one_line_error(capsys)
+    assert "holds a pixelcnn generator" in err and "model.generator.name is realnvp" in err
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.generator.pixelcnn.channels=0", "model.generator.pixelcnn.channels"),
+        ("model.generator.pixelcnn.kernel_size=4", "model.generator.pixelcnn.kernel_size"),
+        ("model.generator.pixelcnn.kernel_size=1", "model.generator.pixelcnn.kernel_size"),
+        ("model.generator.pixelcnn.dilations=[]", "model.generator.pixelcnn.dilations"),
+        ("model.generator.pixelcnn.dilations=[1,0]", "model.generator.pixelcnn.dilations"),
+        ("data.name=toy2d", "model.generator.name"),
+    ],
+)
+def test_impossible_settings_exit_2_naming_the_key(override: str, key: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["model.generator.name=pixelcnn", override]) == 2
+    assert f"'{key}'" in _one_line_error(capsys)
