@@ -186,6 +186,8 @@ def test_wrong_input_and_method_raise():
     model = make_model((1, 4, 4))
     with pytest.raises(ValueError, match=r"expected images of shape \(B, 1, 4, 4\)"):
         model.log_prob(torch.rand(2, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"expected levels k / 255 in \[0, 1\].*got values in"):
+        model.log_prob(torch.full((2, 1, 4, 4), 1.5))
     with pytest.raises(ValueError, match="method must be 'fast' or 'naive'"):
         model.sample(2, method="cached")
 

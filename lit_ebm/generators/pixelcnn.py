@@ -226,6 +226,12 @@ class PixelCNN(Generator):
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log-mass of the levels ``round(255 x)`` of each image; shape ``(B,)``."""
         levels = torch.round(x.detach() * (NUM_LEVELS - 1)).long()
+        if not ((levels >= 0) & (levels < NUM_LEVELS)).all():
+            raise ValueError(
+                f"expected levels k / 255 in [0, 1] (the PixelCNN is discrete), got values in "
+                f"[{x.min().item():.4g}, {x.max().item():.4g}]; serve data without "
+                "dequantisation, as lit_ebm.data does for discrete generators"
+            )
         log_p = -F.cross_entropy(self.logits(x), levels, reduction="none")
         return log_p.flatten(1).sum(1)
 
@@ -251,6 +257,7 @@ class PixelCNN(Generator):
         return x, log_q.to(param.dtype)
 
     def _new_images(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Blank images shaped like ``u`` and zero log-masses, to be filled in raster order."""
         param = next(self.parameters())
         return (torch.zeros(u.shape, device=param.device, dtype=param.dtype),
                 torch.zeros(u.shape[0], device=param.device, dtype=torch.float64))
