@@ -53,6 +53,19 @@ def check_compatible(expected: Mapping[str, Tensor], found: Mapping[str, Tensor]
                           "that this model lacks (the architecture settings differ)")
 
 
+def check_generator_name(checkpoint: Mapping[str, Any], expected: str, source: str) -> None:
+    """Raise :class:`ConfigError` when ``checkpoint`` was saved with another generator than
+    ``expected`` (read from its hyperparameters; checkpoints without them are not judged)."""
+    model = (checkpoint.get("hyper_parameters") or {}).get("model") or {}
+    found = model.get("generator", {}).get("name")
+    if found is not None and found != expected:
+        raise ConfigError(
+            f"{source} holds a {found} generator, but this run's model.generator.name is "
+            f"{expected}: pass a checkpoint of a {expected} run, or set "
+            f"model.generator.name={found} with the settings of that run"
+        )
+
+
 def sub_state_dict(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     """The entries of ``state_dict`` under ``prefix.``, with the prefix removed."""
     start = f"{prefix}."

@@ -61,7 +61,8 @@ def build_from(section: str, factory: Callable[..., Built], settings: Any,
 
 DATASETS = ("mnist5k", "mnist", "cifar10", "toy2d")
 OBJECTIVES = ("mle", "adversarial")
-GENERATORS = ("realnvp", "realnvp2d", "mixture2d")
+GENERATORS = ("realnvp", "pixelcnn", "realnvp2d", "mixture2d")
+IMAGE_GENERATORS = ("realnvp", "pixelcnn")
 ENERGIES = ("conv", "mlp")
 LR_SCHEDULES = ("constant", "cosine")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -94,6 +95,15 @@ class RealNVPConfig:
 
 
 @dataclass
+class PixelCNNConfig:
+    """Gated PixelCNN (van den Oord et al. 2016): a discrete generator with exact log-mass."""
+
+    channels: int = 64  # width of the vertical and horizontal stacks
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 1, 4, 1, 2, 1])  # one per layer
+    kernel_size: int = 3  # odd, >= 3
+
+
+@dataclass
 class RealNVP2dConfig:
     """RealNVP with MLP couplings for 2-D points."""
 
@@ -115,6 +125,7 @@ class GeneratorConfig:
 
     name: str = "realnvp"
     realnvp: RealNVPConfig = field(default_factory=RealNVPConfig)
+    pixelcnn: PixelCNNConfig = field(default_factory=PixelCNNConfig)
     realnvp2d: RealNVP2dConfig = field(default_factory=RealNVP2dConfig)
     mixture2d: Mixture2dConfig = field(default_factory=Mixture2dConfig)
 
@@ -394,9 +405,9 @@ def validate(cfg: Config) -> None:
         raise _invalid("trainer.max_epochs", cfg.trainer.max_epochs,
                        "a positive number of epochs with model.lr_schedule=cosine")
     toy = cfg.data.name == "toy2d"
-    if toy != (cfg.model.generator.name in ("realnvp2d", "mixture2d")):
+    if toy == (cfg.model.generator.name in IMAGE_GENERATORS):
         raise _invalid("model.generator.name", cfg.model.generator.name,
-                       f"{'realnvp2d or mixture2d' if toy else 'realnvp'} "
+                       f"{'realnvp2d or mixture2d' if toy else ' or '.join(IMAGE_GENERATORS)} "
                        f"for data.name={cfg.data.name!r}")
     if cfg.model.energy.residual and cfg.model.energy_reg > 0:
         raise _invalid("model.energy_reg", cfg.model.energy_reg,

@@ -26,7 +26,7 @@ from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from pytorch_lightning.strategies import StrategyRegistry
 from torchvision.utils import save_image
 
-from lit_ebm.checkpoints import check_compatible, read_checkpoint
+from lit_ebm.checkpoints import check_compatible, check_generator_name, read_checkpoint
 from lit_ebm.config import Config, ConfigError, TrainerConfig, load_config, to_container, to_yaml
 from lit_ebm.data import build_datamodule, event_shape
 from lit_ebm.modules import MODULES, GenerativeModule, NonFiniteLossError
@@ -235,8 +235,10 @@ def train(cfg: Config) -> Path:
     check_batch_size(cfg, len(datamodule.train_set), processes)
     ckpt_path = resolve_ckpt_path(cfg)
     if ckpt_path is not None:
-        state = read_checkpoint(ckpt_path, "ckpt_path")["state_dict"]
-        check_compatible(module.state_dict(), state, f"ckpt_path checkpoint '{ckpt_path}'")
+        checkpoint = read_checkpoint(ckpt_path, "ckpt_path")
+        source = f"ckpt_path checkpoint '{ckpt_path}'"
+        check_generator_name(checkpoint, cfg.model.generator.name, source)
+        check_compatible(module.state_dict(), checkpoint["state_dict"], source)
     run_dir = next_run_dir(cfg)
     created = None if RUN_DIR_ENV in os.environ else create_run_dir(run_dir, cfg)
     try:

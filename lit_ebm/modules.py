@@ -23,7 +23,12 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 
 from lit_ebm import objectives
-from lit_ebm.checkpoints import check_compatible, read_checkpoint, sub_state_dict
+from lit_ebm.checkpoints import (
+    check_compatible,
+    check_generator_name,
+    read_checkpoint,
+    sub_state_dict,
+)
 from lit_ebm.config import OptimConfig, model_config_from_dict
 from lit_ebm.energy import ResidualEnergy, build_energy
 from lit_ebm.figures import image_grid, toy2d_figure
@@ -225,9 +230,10 @@ class AdversarialEBM(GenerativeModule):
         """Load the generator from a ``MaximumLikelihood`` checkpoint (model.generator_init),
         and the frozen base density of a residual energy with it."""
         checkpoint = read_checkpoint(path, "model.generator_init")
+        source = f"model.generator_init checkpoint '{path}'"
+        check_generator_name(checkpoint, self.config.generator.name, source)
         weights = sub_state_dict(checkpoint["state_dict"], "generator")
-        check_compatible(self.generator.state_dict(), weights,
-                         f"model.generator_init checkpoint '{path}'")
+        check_compatible(self.generator.state_dict(), weights, source)
         self.generator.load_state_dict(weights)
         if isinstance(self.energy, ResidualEnergy):
             self.energy.base.load_state_dict(weights)

@@ -15,3 +15,11 @@ TINY_IMAGE_RUN = [
     "trainer.log_every_n_steps=1",
     "num_sample_images=4",
 ]
+
+TINY_PIXELCNN_RUN = [
+    *TINY_IMAGE_RUN,
+    "model.generator.name=pixelcnn",
+    "model.generator.pixelcnn.channels=8",
+    "model.generator.pixelcnn.dilations=[1,2]",
+    "model.generator_optim.lr=0.01",
+]

@@ -1,0 +1,312 @@
+"""Gated PixelCNN (van den Oord et al. 2016, "Conditional Image Generation with PixelCNN
+Decoders") with an exact discrete likelihood and a cached sampler.
+
+An image is generated one sub-pixel at a time in raster order (rows, then columns, then the
+channels R, G, B of a pixel), each from a 256-way categorical, so q(k) = prod_d q(k_d | k_<d) is
+an exact probability mass (DESIGN.md section 6). The network has
+
+- a vertical stack whose features at row i depend on the rows strictly above i only;
+- a horizontal stack whose features at (i, j) depend on the pixels left of j in row i, and on the
+  vertical stack at (i, j) through a 1x1 convolution (never the reverse, which would leak the
+  pixel's own value); gated tanh x sigmoid units and residual connections;
+- whole-pixel spatial causality: only the first layer excludes the centre pixel;
+- an output head whose logits for channel c also receive the current pixel's channels < c
+  through a masked 1x1 convolution, so R, then G | R, then B | R, G.
+
+Convolution kernels cover only the causal neighbourhood (no multiplied-out mask), so every
+output position is the same sum whether it is computed over the whole image or over a window:
+:meth:`PixelCNN.sample` uses that to cache activations (Ramachandran et al. 2017, "Fast
+Generation for Convolutional Autoregressive Models").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_ebm.config import require
+from lit_ebm.generators.base import Generator
+
+NUM_LEVELS = 256
+
+
+def _positive_int(name: str, value: object, example: str) -> None:
+    require(not isinstance(value, bool) and isinstance(value, int) and value >= 1, name,
+            f"{name} must be a positive integer, got {value!r}; pass e.g. {example}")
+
+
+def _scale(x: Tensor) -> Tensor:
+    """Network input: levels k / 255 in [0, 1] mapped to [-1, 1]."""
+    return 2.0 * x - 1.0
+
+
+def _gate(a: Tensor) -> Tensor:
+    """Gated activation tanh(a_1) * sigmoid(a_2) over the two halves of the channels."""
+    value, gate = a.chunk(2, dim=1)
+    return torch.tanh(value) * torch.sigmoid(gate)
+
+
+class _CausalConv(nn.Conv2d):
+    """A convolution whose kernel covers only the offsets the raster order allows.
+
+    ``rows`` and ``cols`` are the first and last kernel offsets relative to the output pixel,
+    in units of ``dilation``; zero padding keeps the output the size of the input.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, rows: tuple[int, int],
+                 cols: tuple[int, int], dilation: int = 1) -> None:
+        kernel = (rows[1] - rows[0] + 1, cols[1] - cols[0] + 1)
+        super().__init__(in_channels, out_channels, kernel, dilation=dilation)
+        # F.pad order (left, right, top, bottom); negative right/bottom crop the unused edge.
+        self.pads = (-cols[0] * dilation, cols[1] * dilation, -rows[0] * dilation,
+                     rows[1] * dilation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.pad(x, self.pads))
+
+    def at(self, x: Tensor, row: int, col: int | None = None) -> Tensor:
+        """The output at ``(row, col)``, or along the whole ``row``, from the window it reads.
+
+        Returns ``(B, out_channels, 1, 1)`` or ``(B, out_channels, 1, W)``: the same values as
+        the matching positions of :meth:`forward`, since the window is that part of the padded
+        input.
+        """
+        left, right, top, bottom = self.pads
+        height, width = x.shape[-2:]
+        r0, r1 = row - top, row + bottom + 1
+        c0, c1 = (-left, width + right) if col is None else (col - left, col + right + 1)
+        window = x[..., max(r0, 0):min(r1, height), max(c0, 0):min(c1, width)]
+        pads = (max(-c0, 0), max(c1 - width, 0), max(-r0, 0), max(r1 - height, 0))
+        return super().forward(F.pad(window, pads))
+
+
+class _GatedLayer(nn.Module):
+    """One gated layer of both stacks (van den Oord et al. 2016, figure 2), centre included."""
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int) -> None:
+        super().__init__()
+        r = kernel_size // 2
+        self.vertical = _CausalConv(channels, 2 * channels, (-r, 0), (-r, r), dilation)
+        self.horizontal = _CausalConv(channels, 2 * channels, (0, 0), (-r, 0), dilation)
+        self.vertical_to_horizontal = nn.Conv2d(2 * channels, 2 * channels, 1)
+        self.horizontal_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, v: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        v_pre = self.vertical(v)
+        return _gate(v_pre), self._horizontal(h, self.horizontal(h),
+                                              self.vertical_to_horizontal(v_pre))
+
+    def _horizontal(self, h: Tensor, h_pre: Tensor, from_vertical: Tensor) -> Tensor:
+        """Residual update of the horizontal stack from its conv and the vertical stack."""
+        return h + self.horizontal_out(_gate(h_pre + from_vertical))
+
+    def vertical_row(self, v: Tensor, row: int) -> tuple[Tensor, Tensor]:
+        """Along ``row``: the vertical stack's output and its contribution to the horizontal
+        stack, both ``(B, *, 1, W)``."""
+        v_pre = self.vertical.at(v, row)
+        return _gate(v_pre), self.vertical_to_horizontal(v_pre)
+
+    def horizontal_pixel(self, h_row: Tensor, col: int, from_vertical: Tensor) -> Tensor:
+        """Output ``(B, C, 1, 1)`` at ``col`` from this layer's input row ``(B, C, 1, W)`` and
+        the vertical contribution at that pixel."""
+        return self._horizontal(h_row[..., col:col + 1], self.horizontal.at(h_row, 0, col),
+                                from_vertical)
+
+
+class _Head(nn.Module):
+    """Per-pixel 256-way logits for each image channel; channel c also sees channels < c of
+    the same pixel through a masked 1x1 convolution of the (scaled) pixel values."""
+
+    def __init__(self, image_channels: int, channels: int) -> None:
+        super().__init__()
+        hidden = image_channels * channels
+        self.image_channels = image_channels
+        self.features = nn.Conv2d(channels, hidden, 1)
+        self.earlier_channels = (nn.Conv2d(image_channels, hidden, 1, bias=False)
+                                 if image_channels > 1 else None)
+        mask = torch.zeros(hidden, image_channels, 1, 1)
+        for c in range(image_channels):
+            mask[c * channels:(c + 1) * channels, :c] = 1.0
+        self.register_buffer("mask", mask, persistent=False)
+        self.out = nn.Conv2d(hidden, image_channels * NUM_LEVELS, 1, groups=image_channels)
+
+    def hidden(self, h: Tensor) -> Tensor:
+        """The part of the head's hidden units that comes from the stacks."""
+        return self.features(F.elu(h))
+
+    def logits(self, hidden: Tensor, x_in: Tensor) -> Tensor:
+        """Logits ``(B, 256, C, H, W)`` from :meth:`hidden` and the scaled pixel values."""
+        if self.earlier_channels is not None:
+            hidden = hidden + F.conv2d(x_in, self.earlier_channels.weight * self.mask)
+        out = self.out(F.elu(hidden))
+        b, _, height, width = out.shape
+        return out.reshape(b, self.image_channels, NUM_LEVELS, height, width).transpose(1, 2)
+
+
+def _inverse_cdf(logits: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """Levels ``k`` with ``P(K < k) <= u < P(K <= k)`` and their log-probabilities, in float64.
+
+    ``logits`` is ``(B, 256)``, ``u`` is ``(B,)`` uniform in [0, 1).
+    """
+    log_p = torch.log_softmax(logits.double(), dim=1)
+    cdf = log_p.exp().cumsum(dim=1)
+    k = (cdf[:, :-1] <= u.unsqueeze(1)).sum(dim=1)
+    return k, log_p.gather(1, k.unsqueeze(1)).squeeze(1)
+
+
+class PixelCNN(Generator):
+    """Gated PixelCNN on 8-bit images x = k / 255 of shape ``image_shape = (C, H, W)``.
+
+    Args:
+        image_shape: ``(C, H, W)``, any positive sizes (e.g. (1, 28, 28) or (3, 32, 32)).
+        channels: width of the vertical and horizontal stacks.
+        dilations: one gated layer per entry, with that dilation, after a first layer that
+            excludes the centre pixel; e.g. ``(1, 2, 1, 4, 1, 2, 1)``.
+        kernel_size: odd, at least 3; the vertical stack reads ``kernel_size // 2`` rows above
+            and columns either side, the horizontal stack ``kernel_size // 2`` columns left.
+
+    :meth:`log_prob` is the exact log-probability mass of the levels ``k = round(255 x)``;
+    :meth:`sample` draws exact samples with that log-mass.
+    """
+
+    discrete = True
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        channels: int = 64,
+        dilations: Sequence[int] = (1, 2, 1, 4, 1, 2, 1),
+        kernel_size: int = 3,
+    ) -> None:
+        image_shape = tuple(image_shape)
+        require(len(image_shape) == 3, "image_shape", f"image_shape must be (C, H, W), got "
+                f"{image_shape!r}: PixelCNN models images; pass e.g. image_shape=(1, 28, 28)")
+        for size in image_shape:
+            _positive_int("image_shape", size, "image_shape=(1, 28, 28)")
+        _positive_int("channels", channels, "channels=64")
+        dilations = tuple(dilations)
+        require(bool(dilations), "dilations", "dilations must list at least one dilation (one "
+                "per gated layer); pass e.g. dilations=[1, 2, 1, 4, 1, 2, 1]")
+        for dilation in dilations:
+            _positive_int("dilations", dilation, "dilations=[1, 2, 1, 4, 1, 2, 1]")
+        _positive_int("kernel_size", kernel_size, "kernel_size=3")
+        require(kernel_size >= 3 and kernel_size % 2 == 1, "kernel_size",
+                f"kernel_size must be odd and at least 3, got {kernel_size}; "
+                "pass e.g. kernel_size=3")
+        super().__init__(image_shape)
+        image_channels = image_shape[0]
+        r = kernel_size // 2
+        self.first_vertical = _CausalConv(image_channels, channels, (-r, -1), (-r, r))
+        self.first_horizontal = _CausalConv(image_channels, channels, (0, 0), (-r, -1))
+        self.layers = nn.ModuleList(_GatedLayer(channels, kernel_size, d) for d in dilations)
+        self.head = _Head(image_channels, channels)
+        self.channels = channels
+
+    def _check_images(self, x: Tensor) -> None:
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.event_shape:
+            raise ValueError(
+                f"expected images of shape (B, {', '.join(map(str, self.event_shape))}), "
+                f"got {tuple(x.shape)}; reshape the batch or fix image_shape"
+            )
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Logits ``(B, 256, C, H, W)`` of every sub-pixel given the ones before it in ``x``."""
+        self._check_images(x)
+        x_in = _scale(x)
+        v, h = self.first_vertical(x_in), self.first_horizontal(x_in)
+        for layer in self.layers:
+            v, h = layer(v, h)
+        return self.head.logits(self.head.hidden(h), x_in)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Exact log-mass of the levels ``round(255 x)`` of each image; shape ``(B,)``."""
+        levels = torch.round(x.detach() * (NUM_LEVELS - 1)).long()
+        if not ((levels >= 0) & (levels < NUM_LEVELS)).all():
+            raise ValueError(
+                f"expected levels k / 255 in [0, 1] (the PixelCNN is discrete), got values in "
+                f"[{x.min().item():.4g}, {x.max().item():.4g}]; serve data without "
+                "dequantisation, as lit_ebm.data does for discrete generators"
+            )
+        log_p = -F.cross_entropy(self.logits(x), levels, reduction="none")
+        return log_p.flatten(1).sum(1)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, method: str = "fast") -> tuple[Tensor, Tensor]:
+        """Draw ``(x, log_q)``: images k / 255 and their exact log-mass (no gradient).
+
+        All randomness is drawn up front, one uniform per sub-pixel, and each sub-pixel is
+        sampled by inverse CDF, so ``method="fast"`` (cached, the default) and
+        ``method="naive"`` (one full forward pass per sub-pixel, the reference) consume it
+        identically and return the same images for the same random state. Their logits agree
+        to float rounding (a convolution over a window may round differently from the same
+        positions of the whole image): images could part only where a uniform falls within
+        that rounding of a CDF boundary.
+        """
+        samplers: dict[str, Callable[[Tensor], tuple[Tensor, Tensor]]] = {
+            "fast": self._sample_fast, "naive": self._sample_naive}
+        if method not in samplers:
+            raise ValueError(f"method must be 'fast' or 'naive', got {method!r}")
+        param = next(self.parameters())
+        u = torch.rand(num_samples, *self.event_shape, device=param.device, dtype=torch.float64)
+        x, log_q = samplers[method](u)
+        return x, log_q.to(param.dtype)
+
+    def _new_images(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Blank images shaped like ``u`` and zero log-masses, to be filled in raster order."""
+        param = next(self.parameters())
+        return (torch.zeros(u.shape, device=param.device, dtype=param.dtype),
+                torch.zeros(u.shape[0], device=param.device, dtype=torch.float64))
+
+    def _sample_naive(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Reference sampler: the whole network once per sub-pixel."""
+        x, log_q = self._new_images(u)
+        channels, height, width = self.event_shape
+        for i in range(height):
+            for j in range(width):
+                for c in range(channels):
+                    k, log_p = _inverse_cdf(self.logits(x)[:, :, c, i, j], u[:, c, i, j])
+                    x[:, c, i, j] = k.to(x.dtype) / (NUM_LEVELS - 1)
+                    log_q += log_p
+        return x, log_q
+
+    def _sample_fast(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Cached sampler (Ramachandran et al. 2017): per row, the vertical stack (and its 1x1
+        links into the horizontal stack) once along that row from cached rows above; per
+        pixel, each horizontal layer at that pixel only, from a cached row of its input; per
+        channel, only the head's last part."""
+        x, log_q = self._new_images(u)
+        x_in = _scale(x)
+        n, channels, height, width = x.shape
+        # v_inputs[l]: the vertical stack's input to gated layer l, filled row by row.
+        v_inputs = [x.new_zeros(n, self.channels, height, width) for _ in self.layers]
+        for i in range(height):
+            from_vertical = self._vertical_row(x_in, v_inputs, i)
+            # h_inputs[l]: the horizontal stack's input to gated layer l along row i.
+            h_inputs = [x.new_zeros(n, self.channels, 1, width) for _ in self.layers]
+            for j in range(width):
+                h = self.first_horizontal.at(x_in, i, j)
+                for layer, h_row, v_row in zip(self.layers, h_inputs, from_vertical, strict=True):
+                    h_row[..., j:j + 1] = h
+                    h = layer.horizontal_pixel(h_row, j, v_row[..., j:j + 1])
+                hidden = self.head.hidden(h)
+                for c in range(channels):
+                    logits = self.head.logits(hidden, x_in[..., i:i + 1, j:j + 1])
+                    k, log_p = _inverse_cdf(logits[:, :, c, 0, 0], u[:, c, i, j])
+                    x[:, c, i, j] = k.to(x.dtype) / (NUM_LEVELS - 1)
+                    x_in[:, c, i, j] = _scale(x[:, c, i, j])
+                    log_q += log_p
+        return x, log_q
+
+    def _vertical_row(self, x_in: Tensor, v_inputs: list[Tensor], row: int) -> list[Tensor]:
+        """Run the vertical stack along ``row`` (it reads rows above only), store each layer's
+        input in ``v_inputs`` and return each layer's contribution to the horizontal stack."""
+        v = self.first_vertical.at(x_in, row)
+        from_vertical = []
+        for layer, v_input in zip(self.layers, v_inputs, strict=True):
+            v_input[..., row:row + 1, :] = v
+            v, to_horizontal = layer.vertical_row(v_input, row)
+            from_vertical.append(to_horizontal)
+        return from_vertical
