@@ -59,7 +59,7 @@ def build_from(section: str, factory: Callable[..., Built], settings: Any,
         raise ConfigError(f"the settings in '{section}' do not suit data.name: {err}") from None
 
 
-DATASETS = ("mnist5k", "mnist", "cifar10", "toy2d")
+DATASETS = ("mnist5k", "mnist", "fashion_mnist", "cifar10", "toy2d")
 OBJECTIVES = ("mle", "adversarial")
 GENERATORS = ("realnvp", "pixelcnn", "realnvp2d", "mixture2d")
 IMAGE_GENERATORS = ("realnvp", "pixelcnn")
@@ -75,8 +75,8 @@ class DataConfig:
     """Which data set, where it lives and how it is batched."""
 
     name: str = "mnist5k"
-    root: str | None = None  # None: the repository's data/ folder
-    download: bool = False  # mnist/cifar10: let torchvision download into root
+    root: str | None = None  # None: data/ of the repository (fashion_mnist: the system folder)
+    download: bool = False  # mnist, fashion_mnist, cifar10: let torchvision download into root
     batch_size: int = 64
     num_workers: int = 0
     toy_shape: str = "ring8"  # toy2d only

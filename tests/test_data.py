@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import struct
 from pathlib import Path
 
@@ -9,8 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+from lit_ebm import data as data_module
 from lit_ebm.config import ConfigError, DataConfig
-from lit_ebm.data import ImageDataModule, Toy2dDataModule, build_datamodule, stratified_split
+from lit_ebm.data import (
+    ImageDataModule,
+    Toy2dDataModule,
+    build_datamodule,
+    default_root,
+    read_idx,
+    stratified_split,
+)
 
 
 def _setup(config: DataConfig, dequantise: bool = True) -> ImageDataModule:
@@ -101,3 +110,75 @@ def test_toy2d_points_are_fixed_per_split() -> None:
     assert not torch.equal(first.train_set.tensors[0][:100], first.val_set.tensors[0])
     batch = next(iter(first.train_dataloader()))
     assert batch.shape == (50, 2) and batch.dtype == torch.float32
+
+
+def _write_fashion_idx(folder: Path, counts: dict[str, int], compress: bool = True) -> None:
+    """Small Fashion-MNIST idx files (images and labels of both splits) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, count in counts.items():
+        for kind, shape in (("images-idx3", (count, 28, 28)), ("labels-idx1", (count,))):
+            path = folder / f"{split}-{kind}-ubyte"
+            _write_idx(path, rng.integers(0, 10 if kind.startswith("labels") else 256, shape))
+            if compress:
+                path.with_suffix(".gz").write_bytes(gzip.compress(path.read_bytes()))
+                path.unlink()
+
+
+def test_fashion_mnist_reads_idx_gz_files_directly(tmp_path: Path) -> None:
+    _write_fashion_idx(tmp_path, {"train": 30, "t10k": 10})
+    module = _setup(DataConfig(name="fashion_mnist", root=str(tmp_path), batch_size=8),
+                    dequantise=False)
+    assert (len(module.train_set), len(module.val_set)) == (30, 10)
+    data = module.load()
+    expected = read_idx(tmp_path / "train-images-idx3-ubyte.gz")
+    assert torch.equal(data.train_images[:, 0], torch.from_numpy(expected.copy()))
+    assert data.train_images.dtype == torch.uint8 and data.val_labels.dtype == torch.int64
+    assert data.val_labels.max() < 10
+    batch = next(iter(module.train_dataloader()))
+    assert batch.shape == (8, 1, 28, 28) and 0.0 <= batch.min() and batch.max() <= 1.0
+
+
+def test_fashion_mnist_in_torchvision_layout_extracted(tmp_path: Path) -> None:
+    _write_fashion_idx(tmp_path / "FashionMNIST" / "raw", {"train": 12, "t10k": 6},
+                       compress=False)
+    module = _setup(DataConfig(name="fashion_mnist", root=str(tmp_path), batch_size=4))
+    assert (len(module.train_set), len(module.val_set)) == (12, 6)
+
+
+def test_missing_fashion_mnist_names_the_files_the_keys_and_the_package(tmp_path: Path) -> None:
+    module = build_datamodule(DataConfig(name="fashion_mnist", root=str(tmp_path)), True)
+    with pytest.raises(ConfigError) as err:
+        module.check_files()
+    message = str(err.value)
+    assert str(tmp_path / "train-images-idx3-ubyte.gz") in message
+    assert "data.root" in message and "data.download=true" in message
+    assert "apt-get install dataset-fashion-mnist" in message
+
+
+def test_default_fashion_mnist_root_is_the_system_folder_when_it_exists(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data_module, "FASHION_MNIST_SYSTEM_DIR", tmp_path)
+    assert default_root("fashion_mnist") == tmp_path
+    assert default_root("mnist5k") == data_module.REPO_DATA_DIR
+    monkeypatch.setattr(data_module, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "absent")
+    assert default_root("fashion_mnist") == data_module.REPO_DATA_DIR
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-gzip", "wrong-header"])
+def test_damaged_idx_files_are_a_clear_error(tmp_path: Path, damage: str) -> None:
+    _write_fashion_idx(tmp_path, {"train": 5, "t10k": 5})
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    raw = gzip.decompress(path.read_bytes())
+    damaged = {"truncated": gzip.compress(raw[:-100]), "not-gzip": raw[:200],
+               "wrong-header": gzip.compress(b"\1\2" + raw[2:])}[damage]
+    path.write_bytes(damaged)
+    module = build_datamodule(DataConfig(name="fashion_mnist", root=str(tmp_path)), True)
+    with pytest.raises(ConfigError, match=r"train-images-idx3-ubyte\.gz' cannot be read"):
+        module.setup("fit")
+
+
+def test_checkpoints_record_the_data_config() -> None:
+    module = build_datamodule(DataConfig(name="mnist5k", batch_size=16), True)
+    assert module.hparams["data"]["name"] == "mnist5k"
+    assert module.hparams["data"]["batch_size"] == 16
