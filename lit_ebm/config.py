@@ -204,6 +204,19 @@ class TrainerConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Sample quality during training (image data): FID and KID of generator samples against
+    the validation split, on the features of :mod:`lit_ebm.features`."""
+
+    every_n_epochs: int = 1  # and after the last epoch; 0: off
+    num_samples: int = 1000  # generator samples per evaluation, over all processes
+    kid_subset_size: int = 500  # KID subset size: <= num_samples and <= the validation split
+    batch_size: int = 250  # generator samples drawn at a time
+    # cifar10: a local copy of weights-inception-2015-12-05-6726825d.pth (else downloaded)
+    inception_weights: str | None = None
+
+
+@dataclass
 class Config:
     """A whole run. ``<output_dir>/<name>/version_<n>/`` receives everything it writes."""
 
@@ -217,6 +230,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -238,10 +252,14 @@ POSITIVE_INTS = (
     "trainer.check_val_every_n_epoch",
     "sample_every_n_epochs",
     "num_sample_images",
+    "eval.num_samples",
+    "eval.kid_subset_size",
+    "eval.batch_size",
 )
 POSITIVE_FLOATS = ("model.generator_optim.lr", "model.energy_optim.lr")
 NON_NEGATIVE = (
     "data.num_workers",
+    "eval.every_n_epochs",
     "model.energy_reg",
     "model.generator_optim.weight_decay",
     "model.energy_optim.weight_decay",
@@ -413,6 +431,10 @@ def validate(cfg: Config) -> None:
         raise _invalid("model.energy_reg", cfg.model.energy_reg,
                        "0 with model.energy.residual=true (the penalty would act on -log q_init, "
                        "thousands of nats on images)")
+    if cfg.eval.kid_subset_size > cfg.eval.num_samples:
+        raise _invalid("eval.kid_subset_size", cfg.eval.kid_subset_size,
+                       f"at most eval.num_samples={cfg.eval.num_samples} (KID draws subsets of "
+                       "that size from the generated images)")
     energy = "mlp" if toy else "conv"
     if cfg.model.objective == "adversarial" and cfg.model.energy.name != energy:
         raise _invalid("model.energy.name", cfg.model.energy.name,

@@ -30,6 +30,7 @@ from lit_ebm.checkpoints import check_compatible, check_generator_name, read_che
 from lit_ebm.config import Config, ConfigError, TrainerConfig, load_config, to_container, to_yaml
 from lit_ebm.data import build_datamodule, event_shape
 from lit_ebm.modules import MODULES, GenerativeModule, NonFiniteLossError
+from lit_ebm.sample_quality import build_sample_quality
 
 RUN_DIR_ENV = "LIT_EBM_RUN_DIR"  # hands rank 0's run folder to DDP worker processes
 # An energy step on detached samples leaves the generator's parameters unused, so adversarial
@@ -177,16 +178,19 @@ def check_batch_size(cfg: Config, train_size: int, processes: int) -> None:
             f"data.batch_size<={share}")
 
 
-def build_trainer(cfg: Config, run_dir: Path, monitor: str) -> pl.Trainer:
-    """The Trainer for ``cfg``, writing into ``run_dir``; settings that Lightning rejects become
-    a :class:`ConfigError`. Creates nothing on disk."""
+def build_trainer(cfg: Config, run_dir: Path, monitor: str,
+                  extra_callbacks: list[Callback]) -> pl.Trainer:
+    """The Trainer for ``cfg``, writing into ``run_dir``, with ``extra_callbacks`` after the
+    checkpoint and sample callbacks; settings that Lightning rejects become a
+    :class:`ConfigError`. Creates nothing on disk."""
     trainer_args = asdict(cfg.trainer)
     if cfg.model.objective == "adversarial":
         strategy = trainer_args["strategy"]
         trainer_args["strategy"] = UNUSED_PARAMETER_STRATEGIES.get(strategy, strategy)
     try:
         return pl.Trainer(**trainer_args, logger=_loggers(cfg, run_dir),
-                          callbacks=_callbacks(cfg, run_dir, monitor), default_root_dir=run_dir)
+                          callbacks=[*_callbacks(cfg, run_dir, monitor), *extra_callbacks],
+                          default_root_dir=run_dir)
     except (MisconfigurationException, ValueError, TypeError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(f"Lightning rejected the trainer.* settings: {reason}") from None
@@ -233,6 +237,8 @@ def train(cfg: Config) -> Path:
     datamodule.prepare_data()
     datamodule.setup("fit")
     check_batch_size(cfg, len(datamodule.train_set), processes)
+    quality = (build_sample_quality(cfg.eval, cfg.data, len(datamodule.val_set), cfg.seed)
+               if module.is_image and cfg.eval.every_n_epochs else None)
     ckpt_path = resolve_ckpt_path(cfg)
     if ckpt_path is not None:
         checkpoint = read_checkpoint(ckpt_path, "ckpt_path")
@@ -242,7 +248,8 @@ def train(cfg: Config) -> Path:
     run_dir = next_run_dir(cfg)
     created = None if RUN_DIR_ENV in os.environ else create_run_dir(run_dir, cfg)
     try:
-        trainer = build_trainer(cfg, run_dir, monitor="val/bpd" if module.is_image else "val/nll")
+        trainer = build_trainer(cfg, run_dir, monitor="val/bpd" if module.is_image else "val/nll",
+                                extra_callbacks=[quality] if quality else [])
     except ConfigError:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)

@@ -33,7 +33,7 @@ from lit_ebm.config import OptimConfig, model_config_from_dict
 from lit_ebm.energy import ResidualEnergy, build_energy
 from lit_ebm.figures import image_grid, toy2d_figure
 from lit_ebm.generators import Generator, bits_per_dim, build_generator
-from lit_ebm.metrics import LogMeanExp
+from lit_ebm.metrics import LogMeanExp, log_partition_proposal
 from lit_ebm.toy2d import log_partition_grid
 
 TOY2D_GRID_BOUND = 8.0
@@ -377,6 +377,7 @@ class AdversarialEBM(GenerativeModule):
         stats = {
             "train/loss_d": loss_d,
             "train/log_z_is": log_z_is,
+            "train/log_z_q": log_partition_proposal(energy_fake, log_q_fake)["log_z"].float(),
             "train/energy_real": energy_real.mean(),
             "train/energy_fake": energy_fake.mean(),
             "train/entropy": -log_q_fake.mean(),

@@ -27,9 +27,9 @@ TOY_RUN = [
     "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
     "num_sample_images=64",
 ]
-REQUIRED = ["train/loss_d", "train/loss_g", "train/log_z", "train/log_z_is", "train/d_acc_real",
-            "train/d_acc_fake", "train/energy_real", "train/energy_fake", "train/entropy",
-            "val/log_z", "val/log_z_is", "val/log_z_true", "val/nll"]
+REQUIRED = ["train/loss_d", "train/loss_g", "train/log_z", "train/log_z_is", "train/log_z_q",
+            "train/d_acc_real", "train/d_acc_fake", "train/energy_real", "train/energy_fake",
+            "train/entropy", "val/log_z", "val/log_z_is", "val/log_z_true", "val/nll"]
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:

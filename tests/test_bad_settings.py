@@ -104,6 +104,13 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     # a batch larger than the training set
     "batch-larger-than-data": (_fixed("data.batch_size=5000"), "'data.batch_size'"),
     "empty-config-file": (_empty_config, "is empty"),
+    # sample-quality settings FID and KID cannot use
+    "eval-kid-subset-above-samples": (_fixed("eval.every_n_epochs=1", "eval.num_samples=200",
+                                             "eval.kid_subset_size=300"),
+                                      "'eval.kid_subset_size'"),
+    "eval-fewer-samples-than-features": (_fixed("eval.every_n_epochs=1", "eval.num_samples=100",
+                                                "eval.kid_subset_size=50"), "'eval.num_samples'"),
+    "eval-every-negative": (_fixed("eval.every_n_epochs=-1"), "'eval.every_n_epochs'"),
     # families that already worked before issue 10
     "unknown-key": (_fixed("data.batch_sise=32"), "data.batch_size"),
     "wrong-type": (_fixed("data.batch_size=big"), "'data.batch_size'"),

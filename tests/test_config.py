@@ -89,7 +89,7 @@ def test_print_config_prints_every_section(capsys: pytest.CaptureFixture[str]) -
     assert main(["--config", str(REPO / "configs/quickstart.yaml"), "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["name"] == "quickstart"
-    assert set(printed) >= {"data", "model", "trainer", "output_dir", "ckpt_path"}
+    assert set(printed) >= {"data", "model", "trainer", "eval", "output_dir", "ckpt_path"}
     assert printed["model"]["generator"]["realnvp"]["hidden_channels"] == 32
 
 

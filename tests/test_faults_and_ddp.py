@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import math
 import os
 import signal
 import subprocess
@@ -27,9 +29,11 @@ def _cli(*args: str) -> list[str]:
 
 
 def test_ddp_on_two_cpu_processes_completes_the_run_folder(tmp_path: Path) -> None:
+    """Both ranks train, and both take part in FID/KID (samples, real shards, compute)."""
     proc = subprocess.run(
         _cli(*TINY_ADVERSARIAL, "trainer.devices=2", "trainer.strategy=ddp",
-             "trainer.max_epochs=1", f"output_dir={tmp_path}", "name=ddp"),
+             "trainer.max_epochs=1", f"output_dir={tmp_path}", "name=ddp",
+             "eval.every_n_epochs=1", "eval.num_samples=151", "eval.kid_subset_size=100"),
         capture_output=True, text=True, cwd=REPO, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -38,7 +42,11 @@ def test_ddp_on_two_cpu_processes_completes_the_run_folder(tmp_path: Path) -> No
     run_dir = tmp_path / "ddp" / "version_0"
     for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt", "samples/epoch0000.png"):
         assert (run_dir / name).is_file(), name
-    assert "val/bpd" in (run_dir / "metrics.csv").read_text().splitlines()[0]
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert any(row.get("val/bpd") for row in rows)
+    fid = [float(row["val/fid_mnist_cnn"]) for row in rows if row.get("val/fid_mnist_cnn")]
+    kid = [float(row["val/kid_mnist_cnn"]) for row in rows if row.get("val/kid_mnist_cnn")]
+    assert len(fid) == len(kid) == 1 and fid[0] > 0 and math.isfinite(kid[0])
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     # 3 batches per rank, each an energy and a generator step
     assert ckpt["global_step"] == 6

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from lit_ebm.config import GeneratorConfig, build_from
-from lit_ebm.generators.base import Generator, bits_per_dim
+from lit_ebm.generators.base import Generator, bits_per_dim, to_levels
 from lit_ebm.generators.flow2d import RealNVP2d
 from lit_ebm.generators.mixture import GaussianMixture2d
 from lit_ebm.generators.pixelcnn import PixelCNN
 from lit_ebm.generators.realnvp import RealNVP
 
 __all__ = ["Generator", "GaussianMixture2d", "PixelCNN", "RealNVP", "RealNVP2d", "bits_per_dim",
-           "build_generator"]
+           "build_generator", "to_levels"]
 
 
 def build_generator(config: GeneratorConfig, event_shape: tuple[int, ...]) -> Generator:

@@ -22,6 +22,16 @@ def bits_per_dim(log_q: Tensor, num_dims: int, discrete: bool) -> Tensor:
     return nats / (num_dims * math.log(2.0))
 
 
+def to_levels(x: Tensor, discrete: bool) -> Tensor:
+    """The 8-bit images (uint8 levels k) that samples in the energy's input space stand for.
+
+    Discrete models give k / 255, so k = round(255 x); continuous ones give x = (k + u) / 256,
+    so k = floor(256 x), clamped to [0, 255] (flow samples may overshoot the unit interval).
+    """
+    levels = torch.round(x * 255) if discrete else torch.floor(x * 256)
+    return levels.clamp(0, 255).to(torch.uint8)
+
+
 class Generator(nn.Module, ABC):
     """A generator q whose log-density is exact and lives in the energy's input space.
 

@@ -1,0 +1,142 @@
+"""Sample-quality and EBM-evaluation metrics: manifold metrics against a hand-computed case,
+the proposal-only log Z estimate and its standard error, sampling-importance-resampling, the
+8-bit levels of samples, and FID/KID through torchmetrics against a direct computation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import linalg, stats
+
+from lit_ebm.config import ConfigError
+from lit_ebm.generators import to_levels
+from lit_ebm.metrics import (
+    LogMeanExp,
+    log_partition_proposal,
+    precision_recall_density_coverage,
+    sampling_importance_resampling,
+)
+from lit_ebm.sample_quality import FeatureDistances, check_sample_counts
+
+
+def _points(*values: float) -> torch.Tensor:
+    """1-D positions as 2-D features (second coordinate 0)."""
+    return torch.tensor([[v, 0.0] for v in values], dtype=torch.float64)
+
+
+def test_manifold_metrics_match_a_hand_computed_case() -> None:
+    # k = 1: real radii 1, 1, 1, 8, 90; fake radii 1.4, 3.1, 5.5, 1.4.
+    # Fakes inside real balls: 0.5 -> {0, 1}, 5 -> {10}, -5 -> none, 1.9 -> {1, 2}.
+    real = _points(0.0, 1.0, 2.0, 10.0, 100.0)
+    fake = _points(0.5, 5.0, -5.0, 1.9)
+    values = precision_recall_density_coverage(real, fake, k=1)
+    assert values["precision"] == pytest.approx(3 / 4)  # all fakes but -5
+    assert values["density"] == pytest.approx((2 + 1 + 0 + 2) / 4)
+    assert values["coverage"] == pytest.approx(4 / 5)  # every real ball but 100's
+    assert values["recall"] == pytest.approx(3 / 5)  # 0, 1 and 2 lie in fake balls
+
+
+def test_manifold_metrics_of_a_set_against_itself_are_perfect() -> None:
+    features = torch.randn(200, 8, generator=torch.Generator().manual_seed(0))
+    values = precision_recall_density_coverage(features, features.clone(), k=5)
+    assert values["precision"] == values["recall"] == values["coverage"] == 1.0
+    assert values["density"] >= 1.0
+    with pytest.raises(ValueError, match="nearest neighbours need more than 5"):
+        precision_recall_density_coverage(features[:5], features, k=5)
+
+
+def test_proposal_log_z_is_exact_when_the_energy_is_minus_log_q() -> None:
+    log_q = torch.randn(100, dtype=torch.float64)
+    estimate = log_partition_proposal(-log_q - 2.5, log_q)  # exp(-E) = q exp(2.5)
+    assert float(estimate["log_z"]) == pytest.approx(2.5, abs=1e-12)
+    assert float(estimate["stderr"]) == pytest.approx(0.0, abs=1e-12)
+    assert float(estimate["ess"]) == pytest.approx(100.0)
+
+
+def test_proposal_log_z_and_its_standard_error_on_a_gaussian() -> None:
+    """q = N(0, 1), E(x) = x^2 / (2 s^2): Z = sqrt(2 pi) s. The delta-method standard error
+    matches the spread of the estimate over independent repetitions."""
+    s, n, repeats = 0.8, 2000, 300
+    generator = torch.Generator().manual_seed(0)
+    normal = torch.distributions.Normal(0.0, 1.0)
+    estimates, stderrs = [], []
+    for _ in range(repeats):
+        x = torch.randn(n, generator=generator, dtype=torch.float64)
+        result = log_partition_proposal(x.square() / (2 * s**2), normal.log_prob(x))
+        estimates.append(float(result["log_z"]))
+        stderrs.append(float(result["stderr"]))
+    log_z = math.log(math.sqrt(2 * math.pi) * s)
+    assert np.mean(estimates) == pytest.approx(log_z, abs=4 * np.std(estimates) / repeats**0.5)
+    assert np.mean(stderrs) == pytest.approx(np.std(estimates), rel=0.15)
+
+
+def test_sir_picks_the_generator_at_one_candidate_and_the_ebm_at_many() -> None:
+    """Four states with q = (0.4, 0.3, 0.2, 0.1) and p = exp(-E) / Z = (0.1, 0.2, 0.3, 0.4)."""
+    q = torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=torch.float64)
+    p = q.flip(0)
+    energy = -p.log()  # Z = 1
+    generator = torch.Generator().manual_seed(0)
+
+    def picks(num: int, candidates: int) -> torch.Tensor:
+        states = torch.multinomial(q.expand(num, -1), candidates, replacement=True,
+                                   generator=generator)
+        column = sampling_importance_resampling(-energy[states] - q.log()[states], generator)
+        return states[torch.arange(num), column]
+
+    counts = torch.bincount(picks(20000, 1), minlength=4).double()
+    assert stats.chisquare(counts.numpy(), 20000 * q.numpy()).pvalue > 1e-3
+    frequencies = torch.bincount(picks(20000, 256), minlength=4).double() / 20000
+    assert float((frequencies - p).abs().sum()) < 0.03  # total variation (x2) to p
+    with pytest.raises(ValueError, match=r"shape \(N, M\)"):
+        sampling_importance_resampling(energy)
+
+
+def test_levels_of_continuous_and_discrete_samples() -> None:
+    k = torch.arange(256, dtype=torch.float64).repeat(50)
+    u = torch.rand(len(k), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(to_levels((k + u) / 256, discrete=False).long(), k.long())
+    assert torch.equal(to_levels(k / 255, discrete=True).long(), k.long())
+    assert to_levels(torch.tensor([-0.1, 1.2]), discrete=False).tolist() == [0, 255]
+
+
+def _frechet(a: np.ndarray, b: np.ndarray) -> float:
+    mean_a, mean_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(cov_a @ cov_b).real
+    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+def test_feature_distances_agree_with_a_direct_frechet_distance() -> None:
+    generator = torch.Generator().manual_seed(0)
+    real = torch.randn(400, 6, generator=generator, dtype=torch.float64)
+    fake = 1.3 * torch.randn(300, 6, generator=generator, dtype=torch.float64) + 0.4
+    distances = FeatureDistances(num_features=6, kid_subset_size=100)
+    distances.update(real, real=True)
+    distances.update(fake, real=False)
+    first = distances.compute(seed=3)
+    assert first["fid"] == pytest.approx(_frechet(real.numpy(), fake.numpy()), rel=1e-6)
+    assert first == distances.compute(seed=3)  # KID subsets drawn from the seed
+    distances.reset_fake()  # the real features stay
+    distances.update(real[:300].clone(), real=False)
+    same = distances.compute()
+    assert same["fid"] < 0.2 * first["fid"] and same["kid_mean"] < 0.2 * first["kid_mean"]
+
+
+def test_sample_counts_that_fid_and_kid_cannot_use_are_named() -> None:
+    with pytest.raises(ConfigError, match=r"'eval.num_samples'.*eval.num_samples>=129"):
+        check_sample_counts(128, 500, 128, 100, "eval.num_samples", "eval.kid_subset_size")
+    with pytest.raises(ConfigError, match=r"'eval.kid_subset_size'.*<=300"):
+        check_sample_counts(300, 500, 128, 400, "eval.num_samples", "eval.kid_subset_size")
+    check_sample_counts(129, 500, 128, 129, "eval.num_samples", "eval.kid_subset_size")
+
+
+def test_log_mean_exp_pools_in_log_space() -> None:
+    metric = LogMeanExp()
+    values = torch.tensor([1000.0, 1001.0, 999.0])
+    metric.update(values[:2])
+    metric.update(values[2:])
+    expected = float(torch.logsumexp(values.double(), 0) - math.log(3))
+    assert float(metric.compute()) == pytest.approx(expected, rel=1e-12)
