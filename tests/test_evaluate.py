@@ -1,0 +1,190 @@
+"""``python -m lit_ebm.evaluate`` on tiny checkpoints: the three output files, agreement with
+training's own figures, determinism, SIR at one candidate, and one-line errors for bad input;
+and FID/KID logged during training."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from lit_ebm.config import DataConfig
+from lit_ebm.data import build_datamodule
+from lit_ebm.evaluate import main as evaluate
+from lit_ebm.fit import main as fit
+from lit_ebm.generators import bits_per_dim
+from lit_ebm.modules import AdversarialEBM, MaximumLikelihood
+from tests.tiny import TINY_IMAGE_RUN
+
+TINY_ADVERSARIAL = ["model.objective=adversarial", "model.energy.residual=true",
+                    "model.energy.conv.channels=8", "model.energy.conv.depth=2"]
+EVAL_IN_TRAINING = ["eval.every_n_epochs=1", "eval.num_samples=150", "eval.kid_subset_size=100"]
+SMALL = ["--num-samples", "150", "--kid-subset-size", "100", "--candidates", "2"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Last checkpoints of a tiny ML run and of a tiny adversarial run started from it."""
+    runs = tmp_path_factory.mktemp("runs")
+    common = [*TINY_IMAGE_RUN, f"output_dir={runs}"]
+    assert fit([*common, "name=ml"]) == 0
+    ml = runs / "ml" / "version_0" / "checkpoints" / "last.ckpt"
+    assert fit([*common, *TINY_ADVERSARIAL, "name=adv", f"model.generator_init={ml}"]) == 0
+    return {"ml": ml, "adversarial": runs / "adv" / "version_0" / "checkpoints" / "last.ckpt"}
+
+
+def _results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def evaluated(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("eval") / "both"
+    argv = ["--ckpt", str(checkpoints["ml"]), str(checkpoints["adversarial"]), "--out",
+            str(out), *SMALL]
+    assert evaluate(argv) == 0
+    return out
+
+
+def test_results_hold_every_figure_for_every_row(evaluated: Path) -> None:
+    results = _results(evaluated)
+    assert results["features"] == "mnist_cnn" and results["data"] == "mnist5k"
+    assert results["num_real"] == 500 and results["num_samples"] == 150
+    rows = results["rows"]
+    assert [row["label"] for row in rows] == ["real: training split", "ml/version_0",
+                                              "adv/version_0", "adv/version_0 EBM (SIR, M=2)"]
+    assert [row["kind"] for row in rows] == ["real", "generator", "generator", "ebm_resampled"]
+    for row in rows:
+        for metric in ("fid", "kid_mean", "kid_std", "precision", "recall", "density",
+                       "coverage"):
+            assert torch.isfinite(torch.tensor(row[f"{metric}_mnist_cnn"])), (row["label"],
+                                                                               metric)
+        assert row["num_samples"] == 150 and "fid" not in row
+    real, ml, adversarial, resampled = rows
+    assert real["fid_mnist_cnn"] < ml["fid_mnist_cnn"], "real data is the floor"
+    assert ml["objective"] == "mle" and adversarial["objective"] == "adversarial"
+    assert adversarial["log_z_q_samples"] == 300 and adversarial["log_z_q_stderr"] > 0
+    for key in ("ebm_bpd_learned_log_z", "ebm_bpd_is_log_z", "log_z_learned", "log_z_q"):
+        assert key in adversarial and key not in ml
+    table = (evaluated / "results.md").read_text()
+    assert "| real: training split |" in table and "FID (mnist_cnn)" in table
+    assert len([line for line in table.splitlines() if line.startswith("| ")]) == 5
+    sheet = Image.open(evaluated / "samples.png")
+    assert sheet.width > 3 * sheet.height
+
+
+def test_generator_and_ebm_bits_agree_with_the_model(evaluated: Path,
+                                                     checkpoints: dict[str, Path]) -> None:
+    """bits/dim over the whole validation split, as the models give them directly."""
+    rows = {row["label"]: row for row in _results(evaluated)["rows"]}
+    data = build_datamodule(DataConfig(name="mnist5k", batch_size=500), dequantise=True)
+    data.setup("validate")
+    val = next(iter(data.val_dataloader()))
+    model = AdversarialEBM.load_from_checkpoint(checkpoints["adversarial"],
+                                                map_location="cpu").eval()
+    ml = MaximumLikelihood.load_from_checkpoint(checkpoints["ml"], map_location="cpu").eval()
+    with torch.no_grad():
+        assert rows["ml/version_0"]["bpd"] == pytest.approx(
+            float(ml.generator.bits_per_dim(val).mean()), rel=1e-5)
+        assert rows["adv/version_0"]["bpd"] == pytest.approx(
+            float(model.generator.bits_per_dim(val).mean()), rel=1e-5)
+        ebm_bits = bits_per_dim(model.score(val)["log_prob"], 784, discrete=False).mean()
+    adversarial = rows["adv/version_0"]
+    assert adversarial["ebm_bpd_learned_log_z"] == pytest.approx(float(ebm_bits), rel=1e-5)
+    assert adversarial["log_z_learned"] == pytest.approx(float(model.log_z.detach()))
+    shift = adversarial["log_z_q"] - adversarial["log_z_learned"]
+    assert adversarial["ebm_bpd_is_log_z"] - adversarial["ebm_bpd_learned_log_z"] == (
+        pytest.approx(shift / (784 * math.log(2)), rel=1e-5, abs=1e-9))
+
+
+def _figures(results: dict) -> list[dict]:
+    return [{k: v for k, v in row.items() if not k.startswith("seconds")}
+            for row in results["rows"]]
+
+
+def test_same_seed_same_figures_and_one_candidate_resamples_the_generator(
+        evaluated: Path, checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    argv = ["--ckpt", str(checkpoints["ml"]), str(checkpoints["adversarial"]), "--out",
+            str(again), *SMALL]
+    assert evaluate(argv) == 0
+    assert _figures(_results(again)) == _figures(_results(evaluated))
+    one = tmp_path / "one"
+    assert evaluate(["--ckpt", str(checkpoints["adversarial"]), "--out", str(one), *SMALL[:4],
+                     "--candidates", "1", "--seed", "5"]) == 0
+    _, generator, resampled = _results(one)["rows"]
+    assert resampled["fid_mnist_cnn"] == generator["fid_mnist_cnn"]
+    assert generator["fid_mnist_cnn"] != _results(evaluated)["rows"][2]["fid_mnist_cnn"]
+
+
+def _not_lit_ebm(tmp: Path, checkpoints: dict[str, Path]) -> list[str]:
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "hyper_parameters": {"lr": 0.1}},
+               tmp / "other.ckpt")
+    return ["--ckpt", str(tmp / "other.ckpt")]
+
+
+def _other_data(tmp: Path, checkpoints: dict[str, Path]) -> list[str]:
+    checkpoint = torch.load(checkpoints["ml"], weights_only=True)
+    checkpoint["datamodule_hyper_parameters"]["data"]["name"] = "fashion_mnist"
+    torch.save(checkpoint, tmp / "fashion.ckpt")
+    return ["--ckpt", str(checkpoints["ml"]), str(tmp / "fashion.ckpt")]
+
+
+def _garbage(tmp: Path, checkpoints: dict[str, Path]) -> list[str]:
+    (tmp / "garbage.ckpt").write_bytes(b"\x80not a checkpoint" * 100)
+    return ["--ckpt", str(tmp / "garbage.ckpt")]
+
+
+def _args(*args: str):
+    return lambda tmp, checkpoints: [a.format(**checkpoints) for a in args]
+
+
+BAD = {
+    "missing-file": (_args("--ckpt", "/nonexistent/last.ckpt"), "does not exist"),
+    "unreadable-file": (_garbage, "truncated or corrupted"),
+    "not-a-lit-ebm-checkpoint": (_not_lit_ebm, "not a lit_ebm checkpoint"),
+    "different-data-sets": (_other_data, "different data sets"),
+    "fewer-samples-than-features": (_args("--ckpt", "{ml}", "--num-samples", "100",
+                                          "--kid-subset-size", "50"), "--num-samples>=129"),
+    "fewer-samples-than-kid-subset": (_args("--ckpt", "{ml}", "--num-samples", "150"),
+                                      "--kid-subset-size<=150"),
+    "more-samples-than-training-images": (_args("--ckpt", "{ml}", "--num-samples", "5000"),
+                                          "--num-samples<=4500"),
+    "no-candidates": (_args("--ckpt", "{ml}", "--candidates", "0"), "--candidates"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_one_line_exit_2(case: str, checkpoints: dict[str, Path], tmp_path: Path,
+                                      capfd: pytest.CaptureFixture[str]) -> None:
+    make_args, expected = BAD[case]
+    out = tmp_path / "out"
+    assert evaluate([*make_args(tmp_path, checkpoints), "--out", str(out)]) == 2
+    stdout, stderr = capfd.readouterr()
+    lines = [line for line in (stdout + stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert expected in lines[0]
+    assert not (out / "results.json").exists()
+
+
+def test_fid_and_kid_are_logged_during_training_and_leave_training_unchanged(
+        tmp_path: Path) -> None:
+    common = [*TINY_IMAGE_RUN, f"output_dir={tmp_path}", "trainer.max_epochs=3"]
+    assert fit([*common, "name=eval", *EVAL_IN_TRAINING, "eval.every_n_epochs=2"]) == 0
+    assert fit([*common, "name=plain"]) == 0
+    run = tmp_path / "eval" / "version_0"
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    logged = {row["epoch"]: (float(row["val/fid_mnist_cnn"]), float(row["val/kid_mnist_cnn"]))
+              for row in rows if row.get("val/fid_mnist_cnn")}
+    assert sorted(logged) == ["1", "2"], "every 2 epochs, and after the last"
+    assert all(fid > 0 and torch.isfinite(torch.tensor(kid)) for fid, kid in logged.values())
+    with_eval = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    without = torch.load(tmp_path / "plain" / "version_0" / "checkpoints" / "last.ckpt",
+                         weights_only=True)["state_dict"]
+    assert with_eval.keys() == without.keys(), "the feature network stays out of checkpoints"
+    assert all(torch.equal(with_eval[k], without[k]) for k in with_eval)
