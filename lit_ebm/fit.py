@@ -218,10 +218,17 @@ def _callbacks(cfg: Config, run_dir: Path, monitor: str) -> list[Callback]:
     checkpoints = run_dir / "checkpoints"
     best = ModelCheckpoint(dirpath=checkpoints, filename="best-epoch{epoch:03d}", monitor=monitor,
                            mode="min", save_top_k=1, auto_insert_metric_name=False)
-    last = ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True,
-                           every_n_train_steps=cfg.checkpoint_every_n_steps)
+    # last.ckpt after every epoch, and also every checkpoint_every_n_steps optimiser steps by a
+    # second writer of the same file: with a step interval alone, Lightning skips the epoch-end
+    # save, and the steps after the interval's last multiple would be lost.
+    last = [ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True,
+                            enable_version_counter=False)]
+    if cfg.checkpoint_every_n_steps is not None:
+        last.append(ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True,
+                                    every_n_train_steps=cfg.checkpoint_every_n_steps,
+                                    enable_version_counter=False))
     samples = SampleFigures(run_dir / "samples", cfg.sample_every_n_epochs, cfg.num_sample_images)
-    return [best, last, samples]
+    return [best, *last, samples]
 
 
 def train(cfg: Config) -> Path:

@@ -125,3 +125,13 @@ def test_cosine_schedule_anneals_to_zero_and_config_lr_wins_on_resume(tiny_run: 
                          weights_only=True)
     group = resumed["optimizer_states"][0]["param_groups"][0]
     assert group["initial_lr"] == 0.002 and group["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_last_checkpoint_holds_the_final_step_with_a_step_interval(tiny_run: list[str],
+                                                                   tmp_path: Path) -> None:
+    """Lightning alone skips the epoch-end last.ckpt once a step interval is set: the steps
+    after the last multiple of the interval would be lost."""
+    assert main([*tiny_run, "checkpoint_every_n_steps=4"]) == 0  # 6 steps: saved at 4, then?
+    checkpoints = tmp_path / "runs" / "tiny" / "version_0" / "checkpoints"
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 6
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best-epoch001.ckpt", "last.ckpt"]
