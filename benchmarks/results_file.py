@@ -9,9 +9,10 @@ from typing import Any
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def report(name: str, results: dict[str, Any]) -> Path:
-    """Print ``results`` as JSON and write them to ``benchmarks/results/<name>.json``."""
-    path = RESULTS_DIR / f"{name}.json"
+def report(name: str, results: dict[str, Any], folder: Path = RESULTS_DIR) -> Path:
+    """Print ``results`` as JSON and write them to ``<folder>/<name>.json`` (by default
+    ``benchmarks/results/``)."""
+    path = folder / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(results, indent=2) + "\n"
     path.write_text(text)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -11,6 +14,7 @@ import pytest
 from nbclient import NotebookClient
 
 from lit_ebm.fit import main
+from tests.tiny import TINY_IMAGE_RUN
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -53,3 +57,29 @@ def test_toy2d_equivalence_shows_the_identities_and_trains(
     assert re.search(r"adversarial: precision [\d.]+, modes covered \d of 8", text)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "notebook_flow_adv", "notebook_flow_mle", "notebook_mixture_adv", "notebook_mixture_mle"]
+
+
+def test_adversarial_vs_mle_shows_the_comparison(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tiny comparison through the benchmark script, then the notebook on its results."""
+    script = NOTEBOOKS.parent / "benchmarks" / "compare_mle_adversarial.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--generator", "realnvp", "--ml-epochs", "1",
+         "--extra-epochs", "1", "--seeds", "0", "1", "--num-samples", "150",
+         "--kid-subset-size", "100", "--candidates", "2", "--output-dir", str(tmp_path / "runs"),
+         "--results-dir", str(tmp_path), "--adversarial-overrides",
+         "model.energy.conv.channels=8", "model.energy.conv.depth=2", "--",
+         *[arg for arg in TINY_IMAGE_RUN if not arg.startswith("trainer.max_epochs")]],
+        capture_output=True, text=True, cwd=NOTEBOOKS.parent, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "compare_realnvp_mnist5k.json").read_text())
+    assert list(results["rows"]) == ["real", "ml", "ml_continued", "adversarial",
+                                     "ebm_resampled"]
+    assert results["rows"]["adversarial"]["fid"]["std"] >= 0
+    assert (tmp_path / "compare_realnvp_mnist5k.png").is_file()
+    monkeypatch.setenv("LIT_EBM_NOTEBOOK_COMPARE", str(tmp_path / "compare_realnvp_mnist5k.json"))
+    text = _run("adversarial_vs_mle.ipynb")
+    assert "realnvp on mnist5k: ML 1 epochs, then 1 more of each arm; seeds [0, 1]" in text
+    assert re.search(r"fid_gap>spread: (True|False)", text)
+    assert re.search(r"adversarial: bpd [\d.]+ ± [\d.]+, ebm_bpd_learned_log_z", text)
+    assert text.count("<PIL.Image.Image image mode=RGB size=280x280>") == 4
