@@ -100,7 +100,7 @@ def markdown(results: dict[str, Any]) -> str:
     """One table: a row per evaluated set, each figure as mean ± std over the seeds."""
     titles = {"bpd": "gen. bpd", "ebm_bpd_learned_log_z": "EBM bpd (learned log Z)",
               "ebm_bpd_is_log_z": "EBM bpd (IS log Z)", "fid": f"FID ({results['features']})",
-              "kid_mean": "KID x 1e3", "precision": "precision", "recall": "recall",
+              "kid_mean": "KID", "precision": "precision", "recall": "recall",
               "density": "density", "coverage": "coverage"}
     n, m = results["ml_epochs"], results["extra_epochs"]
     arms = {"real": "real (training split)", "ml": f"ML, {n} epochs",
@@ -113,8 +113,7 @@ def markdown(results: dict[str, Any]) -> str:
             if key not in entry:
                 cells.append("")
                 continue
-            scale = 1e3 if key == "kid_mean" else 1.0
-            cells.append(f"{scale * entry[key]['mean']:.4g} ± {scale * entry[key]['std']:.2g}")
+            cells.append(f"{entry[key]['mean']:.4g} ± {entry[key]['std']:.2g}")
         lines.append(f"| {arms[name]} | " + " | ".join(cells) + " |")
     seconds = results["wall_seconds"]
     return ("\n".join(lines) + f"\n\n{results['data']}, {results['generator']}; mean ± standard "

@@ -253,7 +253,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     f = results["features"]
     columns = [("bpd", "gen. bpd"), ("ebm_bpd_learned_log_z", "EBM bpd (learned log Z)"),
                ("ebm_bpd_is_log_z", "EBM bpd (IS log Z)"), (f"fid_{f}", f"FID ({f})"),
-               (f"kid_mean_{f}", "KID x 1e3"), (f"precision_{f}", "precision"),
+               (f"kid_mean_{f}", "KID"), (f"precision_{f}", "precision"),
                (f"recall_{f}", "recall"), (f"density_{f}", "density"),
                (f"coverage_{f}", "coverage")]
 
@@ -261,7 +261,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         if key not in row:
             return ""
         if key.startswith("kid_mean"):
-            return f"{1e3 * row[key]:.2f} ± {1e3 * row[key.replace('mean', 'std')]:.2f}"
+            return f"{row[key]:.4g} ± {row[key.replace('mean', 'std')]:.2g}"
         if key == "ebm_bpd_is_log_z":
             return f"{row[key]:.4f} (log Z {row['log_z_q']:.2f} ± {row['log_z_q_stderr']:.2f})"
         return f"{row[key]:.4f}"
