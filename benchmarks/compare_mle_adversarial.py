@@ -41,8 +41,7 @@ CONFIGS = {  # generator: (ML config, adversarial config)
     "pixelcnn": ("mnist5k_pixelcnn_mle.yaml", "mnist5k_pixelcnn_adversarial.yaml"),
 }
 ARMS = ("ml", "ml_continued", "adversarial")
-FIGURES = ("bpd", "ebm_bpd_learned_log_z", "ebm_bpd_is_log_z", "log_z_learned", "log_z_q",
-           "log_z_q_stderr", "fid", "kid_mean", "precision", "recall", "density", "coverage")
+FIGURES = (*evaluate.TABLE_COLUMNS, "log_z_learned", "log_z_q", "log_z_q_stderr")
 
 
 def repo_relative(path: Path) -> str:
@@ -89,7 +88,7 @@ def summarise(per_seed: list[dict[str, Any]], names: list[str]) -> dict[str, dic
                           strict=True):
         entry: dict[str, Any] = {"label": rows[0]["label"]}
         for figure in FIGURES:
-            key = figure if figure in rows[0] else f"{figure}_{features}"
+            key = evaluate.figure_key(figure, features)
             if key in rows[0]:
                 entry[figure] = spread([float(row[key]) for row in rows])
         summary[name] = entry
@@ -98,10 +97,8 @@ def summarise(per_seed: list[dict[str, Any]], names: list[str]) -> dict[str, dic
 
 def markdown(results: dict[str, Any]) -> str:
     """One table: a row per evaluated set, each figure as mean ± std over the seeds."""
-    titles = {"bpd": "gen. bpd", "ebm_bpd_learned_log_z": "EBM bpd (learned log Z)",
-              "ebm_bpd_is_log_z": "EBM bpd (IS log Z)", "fid": f"FID ({results['features']})",
-              "kid_mean": "KID", "precision": "precision", "recall": "recall",
-              "density": "density", "coverage": "coverage"}
+    titles = {figure: evaluate.column_title(figure, results["features"])
+              for figure in evaluate.TABLE_COLUMNS}
     n, m = results["ml_epochs"], results["extra_epochs"]
     arms = {"real": "real (training split)", "ml": f"ML, {n} epochs",
             "ml_continued": f"ML, {n} + {m} epochs", "adversarial": f"ML {n} + adversarial {m}",

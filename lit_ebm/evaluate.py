@@ -240,7 +240,7 @@ def sample_metrics(rows: list[Row], data: LabelledImages, args: argparse.Namespa
                   **precision_recall_density_coverage(real, fake, NEAREST_NEIGHBOURS)}
         distances.reset_fake()
         row.figures.update({"features": features_name, "num_samples": len(row.levels),
-                            **{f"{k}_{features_name}": v for k, v in values.items()}})
+                            **{figure_key(k, features_name): v for k, v in values.items()}})
 
 
 def _classifier_accuracy(features_name: str) -> dict[str, Any] | None:
@@ -248,14 +248,28 @@ def _classifier_accuracy(features_name: str) -> dict[str, Any] | None:
     return json.loads(report.read_text()) if report.is_file() else None
 
 
+TABLE_COLUMNS = {  # figure: column title; sample metrics carry the features' name as a suffix
+    "bpd": "gen. bpd", "ebm_bpd_learned_log_z": "EBM bpd (learned log Z)",
+    "ebm_bpd_is_log_z": "EBM bpd (IS log Z)", "fid": "FID", "kid_mean": "KID",
+    "precision": "precision", "recall": "recall", "density": "density", "coverage": "coverage"}
+SAMPLE_METRICS = ("fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage")
+
+
+def figure_key(figure: str, features: str) -> str:
+    """The results.json key of ``figure``: sample metrics are named by their features."""
+    return f"{figure}_{features}" if figure in SAMPLE_METRICS else figure
+
+
+def column_title(figure: str, features: str) -> str:
+    """The table title of ``figure``; FID's names the features."""
+    title = TABLE_COLUMNS[figure]
+    return f"{title} ({features})" if figure == "fid" else title
+
+
 def markdown_table(results: dict[str, Any]) -> str:
     """``results.md``: one table, the real-versus-real row first."""
     f = results["features"]
-    columns = [("bpd", "gen. bpd"), ("ebm_bpd_learned_log_z", "EBM bpd (learned log Z)"),
-               ("ebm_bpd_is_log_z", "EBM bpd (IS log Z)"), (f"fid_{f}", f"FID ({f})"),
-               (f"kid_mean_{f}", "KID"), (f"precision_{f}", "precision"),
-               (f"recall_{f}", "recall"), (f"density_{f}", "density"),
-               (f"coverage_{f}", "coverage")]
+    columns = [(figure_key(figure, f), column_title(figure, f)) for figure in TABLE_COLUMNS]
 
     def cell(row: dict[str, Any], key: str) -> str:
         if key not in row:
