@@ -189,6 +189,11 @@ def samples_per_second(config: str, repeats: int) -> dict[str, float]:
             "images_per_second": cfg.data.batch_size / median, "repeats": repeats}
 
 
+def _median_round(measured: list[tuple[float, Any, Any]]) -> tuple[float, Any, Any]:
+    """The round whose figure (first item) is the median of the rounds."""
+    return sorted(measured, key=lambda entry: entry[0])[len(measured) // 2]
+
+
 def throughput(config: str, steps: int, warmup: int, sample_repeats: int,
                rounds: int) -> dict[str, Any]:
     """Every figure of one config's generator; ML and adversarial steps in ``rounds`` rounds,
@@ -199,7 +204,7 @@ def throughput(config: str, steps: int, warmup: int, sample_repeats: int,
                             for objective in ("mle", "adversarial"))
         ratio = adversarial["median_step_seconds"] / mle["median_step_seconds"]
         measured.append((ratio, mle, adversarial))
-    ratio, mle, adversarial = sorted(measured, key=lambda entry: entry[0])[len(measured) // 2]
+    ratio, mle, adversarial = _median_round(measured)
     return {"config": Path(config).name, "mle": mle, "adversarial": adversarial,
             "adversarial_over_mle_time": ratio,
             "adversarial_over_mle_time_rounds": [entry[0] for entry in measured],
@@ -216,7 +221,7 @@ def lightning_overhead(config: str, steps: int, warmup: int, rounds: int) -> dic
         overhead = 100 * (plain["end_to_end_images_per_second"]
                           / lightning["end_to_end_images_per_second"] - 1)
         measured.append((overhead, plain, lightning))
-    overhead, plain, lightning = sorted(measured, key=lambda entry: entry[0])[len(measured) // 2]
+    overhead, plain, lightning = _median_round(measured)
     return {"plain_loop_images_per_second": plain["end_to_end_images_per_second"],
             "plain_loop_median_step_seconds": plain["median_step_seconds"],
             "lightning_images_per_second": lightning["end_to_end_images_per_second"],
