@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lit_ebm.config import ConfigError
+from lit_ebm.errors import ConfigError, describe_error
 
 
 def read_checkpoint(path: str | Path, key: str) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def read_checkpoint(path: str | Path, key: str) -> dict[str, Any]:
     except Exception as err:  # zip, pickle and unpickler errors all mean "unreadable"
         raise ConfigError(
             f"{key}: checkpoint '{file}' cannot be read, it is truncated or corrupted "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no details'}). "
+            f"({describe_error(err)}). "
             "Pass an intact checkpoint, e.g. another version's checkpoints/last.ckpt"
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

@@ -6,20 +6,21 @@ the batch, and the data and generated batches must be scored by the same functio
 
 from __future__ import annotations
 
-import math
 from itertools import pairwise
 
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from lit_ebm.config import EnergyConfig, build_from, require
+from lit_ebm.errors import require
 from lit_ebm.generators.base import Generator
+from lit_ebm.registry import register
 
 
 def _maybe_spectral_norm(layer: nn.Module, enabled: bool) -> nn.Module:
     return _spectral_norm(layer) if enabled else layer
 
 
+@register
 class MLPEnergy(nn.Module):
     """``E(x) = net(x) + confinement * ||x||^2`` for flat inputs of ``in_features`` dimensions.
 
@@ -63,6 +64,7 @@ class MLPEnergy(nn.Module):
         return self.net(x).squeeze(-1) + self.confinement * x.pow(2).sum(dim=1)
 
 
+@register
 class ConvEnergy(nn.Module):
     """Convolutional energy for images in ``[0, 1]`` of shape ``image_shape = (C, H, W)``.
 
@@ -122,18 +124,7 @@ class ConvEnergy(nn.Module):
         return self.net(2.0 * x - 1.0).squeeze(-1)
 
 
-def build_energy(config: EnergyConfig, event_shape: tuple[int, ...]) -> nn.Module:
-    """The energy network named by ``config.name`` for examples of shape ``event_shape``
-    (the learnable part f when ``config.residual``; see :class:`ResidualEnergy`)."""
-    if config.name == "conv":
-        return build_from("model.energy.conv", ConvEnergy, config.conv,
-                          image_shape=tuple(event_shape))
-    if config.name == "mlp":
-        return build_from("model.energy.mlp", MLPEnergy, config.mlp,
-                          in_features=math.prod(event_shape))
-    raise ValueError(f"unknown energy {config.name!r}")
-
-
+@register
 class ResidualEnergy(nn.Module):
     """E(x) = f(x) - log q0(x): an energy measured against a frozen base density q0.
 

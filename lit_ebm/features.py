@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_ebm.config import ConfigError
+from lit_ebm.errors import ConfigError, describe_error
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CLASSIFIER_FEATURES = {"mnist5k": "mnist_cnn", "mnist": "mnist_cnn",
@@ -81,7 +81,15 @@ class FeatureClassifier(nn.Module):
         return self.classify(self.features(x))
 
 
-class ClassifierFeatures(nn.Module):
+class FeatureExtractor(nn.Module):
+    """Maps images ``(N, C, H, W)`` in [0, 1] to features ``(N, num_features)``; ``name``
+    labels the metrics computed on them (``val/fid_<name>``)."""
+
+    name: str
+    num_features: int
+
+
+class ClassifierFeatures(FeatureExtractor):
     """Frozen :class:`FeatureClassifier` features, the extractor for 1x28x28 data."""
 
     def __init__(self, classifier: FeatureClassifier, name: str) -> None:
@@ -98,7 +106,7 @@ class ClassifierFeatures(nn.Module):
         return self.classifier.features(images.float())
 
 
-class InceptionFeatures(nn.Module):
+class InceptionFeatures(FeatureExtractor):
     """Inception-v3 pool features (2048) of torchmetrics' FID, from uint8 RGB images."""
 
     num_features = 2048
@@ -139,7 +147,8 @@ def load_classifier(name: str) -> FeatureClassifier:
     return classifier.eval()
 
 
-def build_feature_extractor(data_name: str, inception_weights: str | None = None) -> nn.Module:
+def build_feature_extractor(data_name: str, inception_weights: str | None = None
+                            ) -> FeatureExtractor:
     """The feature extractor for ``data.name``; it has ``name`` and ``num_features``.
 
     For cifar10, ``inception_weights`` is a local copy of torch-fidelity's
@@ -164,10 +173,9 @@ def _inception(inception_weights: str | None) -> InceptionFeatures:
         raise ConfigError(f"Inception features for cifar10 need torch-fidelity ({err}): "
                           "pip install torch-fidelity") from None
     except Exception as err:  # no network, a damaged file: one line, never a traceback
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(
             f"the Inception weights for cifar10's sample-quality features could not be loaded "
-            f"({type(err).__name__}: {reason}): download {INCEPTION_WEIGHTS_URL} on a machine "
+            f"({describe_error(err)}): download {INCEPTION_WEIGHTS_URL} on a machine "
             f"with network access and set eval.inception_weights=/path/to/"
             f"{INCEPTION_WEIGHTS_FILE} (lit_ebm.evaluate: --inception-weights)") from None
 

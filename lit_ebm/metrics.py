@@ -25,6 +25,8 @@ class LogMeanExp(Metric):
 
     def __init__(self) -> None:
         super().__init__()
+        self.log_sum: Tensor
+        self.count: Tensor
         self.add_state("log_sum", default=torch.tensor(-math.inf, dtype=torch.float64),
                        dist_reduce_fx=_logsumexp_over_ranks)
         self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64),

@@ -4,6 +4,7 @@ generator checks, scoring, and generator initialisation from an ML checkpoint.""
 from __future__ import annotations
 
 import csv
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lit_ebm import objectives
-from lit_ebm.config import ConfigError, load_config, to_container
+from lit_ebm.build import build_energy, build_module, load_generator_weights
+from lit_ebm.config import load_config
+from lit_ebm.errors import ConfigError
 from lit_ebm.fit import main
 from lit_ebm.generators import Generator
 from lit_ebm.modules import AdversarialEBM
@@ -37,10 +40,19 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def _toy_model(**overrides: str) -> dict:
+TOY_SIZES = [arg for arg in TOY_RUN if arg.startswith(("data.", "model."))]
+
+
+def _toy_module(generator: Generator | None = None, **overrides: str) -> AdversarialEBM:
+    """The toy run's module; a ``generator`` passed in replaces the configured one."""
     cfg = load_config(["configs/toy2d_adversarial.yaml"],
-                      [*TOY_RUN[2:9], *(f"{k}={v}" for k, v in overrides.items())])
-    return to_container(cfg.model)
+                      [*TOY_SIZES, *(f"{k}={v}" for k, v in overrides.items())])
+    if generator is None:
+        return build_module(cfg, (2,))
+    model = cfg.model
+    return AdversarialEBM(generator, build_energy(model.energy, (2,), generator),
+                          generator_optim=asdict(model.generator_optim),
+                          energy_optim=asdict(model.energy_optim), n_critic=model.n_critic)
 
 
 def _fit(module: AdversarialEBM, steps: int, batch_size: int = 32) -> pl.Trainer:
@@ -71,10 +83,10 @@ def test_toy_run_logs_every_required_quantity(tmp_path: Path) -> None:
 
 
 def test_log_z_starts_at_the_first_batch_fixed_point() -> None:
-    module = AdversarialEBM(_toy_model(**{"model.energy_optim.lr": "1e-12"}), [2])
+    module = _toy_module(**{"model.energy_optim.lr": "1e-12"})
     module.log_z_initialised.fill_(False)
     seen: list[tuple[float, float]] = []
-    original = module._log_energy_stats
+    original = module.log_energy_stats
 
     def record(energy_real: Tensor, energy_fake: Tensor, log_q_real: Tensor,
                log_q_fake: Tensor, loss_d: Tensor) -> None:
@@ -84,7 +96,7 @@ def test_log_z_starts_at_the_first_batch_fixed_point() -> None:
         seen.append((float(module.log_z), float(estimate)))
         original(energy_real, energy_fake, log_q_real, log_q_fake, loss_d)
 
-    module._log_energy_stats = record
+    module.log_energy_stats = record
     _fit(module, steps=1)
     (log_z, estimate), = seen
     assert log_z != 0.0 and bool(module.log_z_initialised)
@@ -94,13 +106,13 @@ def test_log_z_starts_at_the_first_batch_fixed_point() -> None:
 @pytest.mark.parametrize(("n_critic", "steps", "expected_global_step"), [(1, 4, 8), (2, 4, 6)])
 def test_n_critic_energy_steps_per_generator_step(n_critic: int, steps: int,
                                                   expected_global_step: int) -> None:
-    module = AdversarialEBM(_toy_model(**{"model.n_critic": str(n_critic)}), [2])
+    module = _toy_module(**{"model.n_critic": str(n_critic)})
     trainer = _fit(module, steps=steps)
     assert trainer.global_step == expected_global_step
 
 
 def test_generator_step_leaves_energy_alone_and_moves_generator() -> None:
-    module = AdversarialEBM(_toy_model(**{"model.energy_optim.lr": "1e-12"}), [2])
+    module = _toy_module(**{"model.energy_optim.lr": "1e-12"})
     energy_before = [p.detach().clone() for p in module.energy.parameters()]
     generator_before = [p.detach().clone() for p in module.generator.parameters()]
     _fit(module, steps=2)
@@ -134,7 +146,7 @@ class CategoricalPoints(Generator):
 
 def test_discrete_generator_trains_by_score_function() -> None:
     generator = CategoricalPoints()
-    module = AdversarialEBM(_toy_model(), [2], generator=generator)
+    module = _toy_module(generator)
     _fit(module, steps=3)
     assert generator.logits.grad is not None
     assert not torch.equal(generator.logits.detach(), torch.zeros(8))
@@ -148,8 +160,7 @@ def test_one_generated_batch_gives_the_losses_and_gradients_of_separate_passes(
     compare with each step recomputing the samples' energy and log-densities from scratch."""
     torch.manual_seed(0)
     generator = CategoricalPoints() if discrete else None
-    module = AdversarialEBM(_toy_model(**{"model.energy.residual": "true"}), [2],
-                            generator=generator)
+    module = _toy_module(generator, **{"model.energy.residual": "true"})
     with torch.no_grad():
         module.log_z.fill_(0.3)
         if discrete:  # the generator moves away from the residual energy's base
@@ -163,11 +174,18 @@ def test_one_generated_batch_gives_the_losses_and_gradients_of_separate_passes(
         return list(torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True))
 
     torch.manual_seed(5)
-    fake = module._generate(32, with_graph=True)
+    fake = module.generate(32, keep_graph=True)
     loss_d = objectives.discriminator_loss(module.energy(x_real),
-                                           module._fake_energy(fake, detach=True),
+                                           fake.energy(module.energy, detach=True),
                                            module.log_z, log_q_real, fake.log_q.detach())
-    surrogate, loss_g = module._generator_loss(fake)
+    if discrete:
+        energy_fake = fake.energy(module.energy, detach=True).detach()
+        surrogate = objectives.generator_loss_score_function(energy_fake, fake.log_q)
+        loss_g = objectives.generator_loss_reparameterised(energy_fake, fake.log_q.detach())
+    else:
+        surrogate = objectives.generator_loss_reparameterised(fake.energy(module.energy),
+                                                              fake.log_q)
+        loss_g = surrogate.detach()
 
     torch.manual_seed(5)
     x, log_q = module.generator.sample(32)
@@ -197,7 +215,7 @@ def test_one_generated_batch_gives_the_losses_and_gradients_of_separate_passes(
 
 def test_generator_without_log_densities_is_refused() -> None:
     with pytest.raises(TypeError, match="lacks log_prob, sample.*exact log-densities"):
-        AdversarialEBM(_toy_model(), [2], generator=nn.Linear(2, 2))
+        _toy_module(nn.Linear(2, 2))
 
 
 class WrongSize(CategoricalPoints):
@@ -206,13 +224,13 @@ class WrongSize(CategoricalPoints):
 
 
 def test_generated_batch_of_the_wrong_size_names_quantities_and_step() -> None:
-    module = AdversarialEBM(_toy_model(), [2], generator=WrongSize())
+    module = _toy_module(WrongSize())
     with pytest.raises(ValueError, match=r"generator.sample\(32\) at global step 0 .* \(33, 2\)"):
         _fit(module, steps=1)
 
 
 def test_score_returns_energy_and_normalised_log_density() -> None:
-    module = AdversarialEBM(_toy_model(), [2])
+    module = _toy_module()
     with torch.no_grad():
         module.log_z.fill_(1.5)
     points = torch.randn(5, 2)
@@ -227,30 +245,30 @@ def test_generator_init_loads_ml_weights_and_refuses_other_architectures(
     assert main(tiny_run) == 0
     ml_ckpt = tmp_path / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
     cfg = load_config([], [*tiny_run, "model.objective=adversarial"])
-    module = AdversarialEBM(to_container(cfg.model), [1, 28, 28])
-    module.load_generator(str(ml_ckpt))
+    module = build_module(cfg, (1, 28, 28))
+    load_generator_weights(module.generator, str(ml_ckpt), "realnvp")
     saved = torch.load(ml_ckpt, weights_only=True)["state_dict"]
     for name, tensor in module.generator.state_dict().items():
         assert torch.equal(tensor, saved[f"generator.{name}"])
 
     other = load_config([], [*tiny_run, "model.objective=adversarial",
                              "model.generator.realnvp.hidden_channels=4"])
-    mismatched = AdversarialEBM(to_container(other.model), [1, 28, 28])
+    mismatched = build_module(other, (1, 28, 28))
     with pytest.raises(ConfigError, match=r"parameter '[\w.]+' has shape"):
-        mismatched.load_generator(str(ml_ckpt))
+        load_generator_weights(mismatched.generator, str(ml_ckpt), "realnvp")
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(ml_ckpt.read_bytes()[:1000])
     with pytest.raises(ConfigError, match="truncated or corrupted"):
-        module.load_generator(str(truncated))
+        load_generator_weights(module.generator, str(truncated), "realnvp")
 
 
 def test_residual_energy_starts_as_the_generator_density_and_keeps_its_base_frozen() -> None:
-    module = AdversarialEBM(_toy_model(**{"model.energy.residual": "true"}), [2])
+    module = _toy_module(**{"model.energy.residual": "true"})
     points = torch.randn(16, 2)
     with torch.no_grad():
         expected = module.energy.net(points) - module.generator.log_prob(points)
         assert torch.allclose(module.energy(points), expected, atol=1e-5)
-    trainable = {id(p) for p in module.optimizer_specs()[0][0]}
+    trainable = {id(p) for p in module.optimizer_settings()[0][0]}
     assert not any(id(p) in trainable for p in module.energy.base.parameters())
     base_before = [p.detach().clone() for p in module.energy.base.parameters()]
     net_before = [p.detach().clone() for p in module.energy.net.parameters()]

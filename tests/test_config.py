@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_ebm.config import Config, ConfigError, load_config, model_config_from_dict, to_container
+from lit_ebm.config import Config, load_config, to_container, to_yaml
+from lit_ebm.errors import ConfigError
 from lit_ebm.fit import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,10 +105,28 @@ def test_process_exit_code_and_help() -> None:
     assert "--config FILE" in shown.stdout and "--print-config" in shown.stdout
 
 
-def test_model_section_round_trips_through_a_plain_dict() -> None:
+def test_config_round_trips_through_its_yaml(tmp_path: Path) -> None:
     cfg = load_config([], ["model.n_critic=3", "model.energy_optim.lr=0.002"])
+    saved = tmp_path / "config.yaml"
+    saved.write_text(to_yaml(cfg))
+    assert load_config([str(saved)]) == cfg
     plain = to_container(cfg.model)
     assert isinstance(plain, dict) and plain["n_critic"] == 3
-    assert model_config_from_dict(plain) == cfg.model
-    with pytest.raises(ConfigError, match="unknown config key 'n_critics'"):
-        model_config_from_dict({**plain, "n_critics": 2})
+    saved.write_text(yaml.safe_dump({"model": {**plain, "n_critics": 2}}))
+    with pytest.raises(ConfigError, match="unknown config key 'model.n_critics'"):
+        load_config([str(saved)])
+
+
+def test_defaults_are_merged_first_and_the_file_wins(tmp_path: Path) -> None:
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "data.yaml").write_text("data:\n  batch_size: 8\n  num_workers: 2\n")
+    child = tmp_path / "run.yaml"
+    child.write_text("defaults: [base/data.yaml]\nname: child\ndata:\n  batch_size: 16\n")
+    cfg = load_config([str(child)])
+    assert (cfg.name, cfg.data.batch_size, cfg.data.num_workers) == ("child", 16, 2)
+    child.write_text("defaults: [run.yaml]\nname: loop\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config([str(child)])
+    child.write_text("defaults: base/data.yaml\n")
+    with pytest.raises(ConfigError, match="must be a list of YAML files"):
+        load_config([str(child)])

@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from lit_ebm import data as data_module
-from lit_ebm.config import ConfigError, DataConfig
+from lit_ebm import image_files
+from lit_ebm.config import DataConfig
 from lit_ebm.data import (
     ImageDataModule,
     Toy2dDataModule,
     build_datamodule,
-    default_root,
-    read_idx,
-    stratified_split,
 )
+from lit_ebm.errors import ConfigError
+from lit_ebm.image_files import default_root, read_idx, stratified_split
 
 
 def _setup(config: DataConfig, dequantise: bool = True) -> ImageDataModule:
@@ -158,11 +157,11 @@ def test_missing_fashion_mnist_names_the_files_the_keys_and_the_package(tmp_path
 
 def test_default_fashion_mnist_root_is_the_system_folder_when_it_exists(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data_module, "FASHION_MNIST_SYSTEM_DIR", tmp_path)
+    monkeypatch.setattr(image_files, "FASHION_MNIST_SYSTEM_DIR", tmp_path)
     assert default_root("fashion_mnist") == tmp_path
-    assert default_root("mnist5k") == data_module.REPO_DATA_DIR
-    monkeypatch.setattr(data_module, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "absent")
-    assert default_root("fashion_mnist") == data_module.REPO_DATA_DIR
+    assert default_root("mnist5k") == image_files.REPO_DATA_DIR
+    monkeypatch.setattr(image_files, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "absent")
+    assert default_root("fashion_mnist") == image_files.REPO_DATA_DIR
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not-gzip", "wrong-header"])

@@ -11,8 +11,9 @@ import pytest
 import torch
 import torch_fidelity.feature_extractor_inceptionv3 as fidelity
 
-from lit_ebm.config import ConfigError, DataConfig
+from lit_ebm.config import DataConfig
 from lit_ebm.data import ImageDataModule
+from lit_ebm.errors import ConfigError
 from lit_ebm.features import (
     INCEPTION_WEIGHTS_FILE,
     FeatureClassifier,

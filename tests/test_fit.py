@@ -48,7 +48,8 @@ def test_checkpoint_loads_without_pickle_and_without_config(tiny_run: list[str],
     assert main(tiny_run) == 0
     ckpt = tmp_path / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
     raw = torch.load(ckpt, map_location="cpu", weights_only=True)
-    assert raw["hyper_parameters"]["model"]["generator"]["realnvp"]["hidden_channels"] == 8
+    assert raw["hyper_parameters"]["generator"]["network"] == "RealNVP"
+    assert raw["hyper_parameters"]["generator"]["args"]["hidden_channels"] == 8
     model = MaximumLikelihood.load_from_checkpoint(ckpt, map_location="cpu")
     assert isinstance(model.generator, RealNVP)
     images = torch.rand(3, 1, 28, 28)

@@ -12,7 +12,9 @@ import pytest
 import torch
 from scipy import stats
 
-from lit_ebm.config import InvalidArgument, load_config, to_container
+from lit_ebm.build import build_module
+from lit_ebm.config import load_config
+from lit_ebm.errors import InvalidArgument
 from lit_ebm.fit import main
 from lit_ebm.generators.pixelcnn import PixelCNN
 from lit_ebm.modules import AdversarialEBM, MaximumLikelihood
@@ -213,7 +215,7 @@ def test_ml_run_lowers_val_bpd_and_its_checkpoint_reloads(ml_run: Path) -> None:
                                                                          "epoch0001.png"]
     ckpt = ml_run / "checkpoints" / "last.ckpt"
     raw = torch.load(ckpt, map_location="cpu", weights_only=True)
-    assert raw["hyper_parameters"]["model"]["generator"]["name"] == "pixelcnn"
+    assert raw["hyper_parameters"]["generator"]["network"] == "PixelCNN"
     model = MaximumLikelihood.load_from_checkpoint(ckpt, map_location="cpu")
     assert isinstance(model.generator, PixelCNN) and model.generator.channels == 8
     bpd = model.generator.bits_per_dim(random_images((1, 28, 28), 2))
@@ -246,7 +248,7 @@ def test_adversarial_run_with_residual_energy_from_the_ml_checkpoint(ml_run: Pat
 
 def _realnvp_checkpoint(path: Path) -> Path:
     """A MaximumLikelihood RealNVP checkpoint as Lightning writes it (weights, hyperparameters)."""
-    module = MaximumLikelihood(to_container(load_config([], TINY_IMAGE_RUN).model), [1, 28, 28])
+    module = build_module(load_config([], TINY_IMAGE_RUN), (1, 28, 28))
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)},
                path)
     return path

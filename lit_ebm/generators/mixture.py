@@ -7,10 +7,12 @@ import math
 import torch
 from torch import Tensor, nn
 
-from lit_ebm.config import require
+from lit_ebm.errors import require, require_positive_int
 from lit_ebm.generators.base import Generator
+from lit_ebm.registry import register
 
 
+@register
 class GaussianMixture2d(Generator):
     """``q(x) = (1/K) sum_k N(x; mu_k, diag(sigma_k^2))`` with learnable means and log-scales.
 
@@ -32,8 +34,7 @@ class GaussianMixture2d(Generator):
 
     def __init__(self, num_components: int = 4, init_scale: float = 2.0) -> None:
         super().__init__(event_shape=(2,))
-        require(num_components >= 1, "num_components",
-                f"num_components must be >= 1, got {num_components}")
+        require_positive_int("num_components", num_components, "num_components=4")
         require(init_scale > 0, "init_scale", f"init_scale must be > 0, got {init_scale}")
         self.means = nn.Parameter(init_scale * (2.0 * torch.rand(num_components, 2) - 1.0))
         self.log_scales = nn.Parameter(torch.zeros(num_components, 2))

@@ -3,7 +3,7 @@ Decoders") with an exact discrete likelihood and a cached sampler.
 
 An image is generated one sub-pixel at a time in raster order (rows, then columns, then the
 channels R, G, B of a pixel), each from a 256-way categorical, so q(k) = prod_d q(k_d | k_<d) is
-an exact probability mass (DESIGN.md section 6). The network has
+an exact probability mass (docs/mathematics.md, densities in one space). The network has
 
 - a vertical stack whose features at row i depend on the rows strictly above i only;
 - a horizontal stack whose features at (i, j) depend on the pixels left of j in row i, and on the
@@ -27,15 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_ebm.config import require
+from lit_ebm.errors import require, require_image_shape, require_positive_int
 from lit_ebm.generators.base import Generator
+from lit_ebm.registry import register
 
 NUM_LEVELS = 256
-
-
-def _positive_int(name: str, value: object, example: str) -> None:
-    require(not isinstance(value, bool) and isinstance(value, int) and value >= 1, name,
-            f"{name} must be a positive integer, got {value!r}; pass e.g. {example}")
 
 
 def _scale(x: Tensor) -> Tensor:
@@ -157,6 +153,7 @@ def _inverse_cdf(logits: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     return k, log_p.gather(1, k.unsqueeze(1)).squeeze(1)
 
 
+@register
 class PixelCNN(Generator):
     """Gated PixelCNN on 8-bit images x = k / 255 of shape ``image_shape = (C, H, W)``.
 
@@ -174,28 +171,18 @@ class PixelCNN(Generator):
 
     discrete = True
 
-    def __init__(
-        self,
-        image_shape: tuple[int, int, int],
-        channels: int = 64,
-        dilations: Sequence[int] = (1, 2, 1, 4, 1, 2, 1),
-        kernel_size: int = 3,
-    ) -> None:
-        image_shape = tuple(image_shape)
-        require(len(image_shape) == 3, "image_shape", f"image_shape must be (C, H, W), got "
-                f"{image_shape!r}: PixelCNN models images; pass e.g. image_shape=(1, 28, 28)")
-        for size in image_shape:
-            _positive_int("image_shape", size, "image_shape=(1, 28, 28)")
-        _positive_int("channels", channels, "channels=64")
+    def __init__(self, image_shape: tuple[int, int, int], channels: int = 64,
+                 dilations: Sequence[int] = (1, 2, 1, 4, 1, 2, 1), kernel_size: int = 3) -> None:
+        image_shape = require_image_shape(image_shape, "PixelCNN")
+        require_positive_int("channels", channels, "channels=64")
         dilations = tuple(dilations)
         require(bool(dilations), "dilations", "dilations must list at least one dilation (one "
                 "per gated layer); pass e.g. dilations=[1, 2, 1, 4, 1, 2, 1]")
         for dilation in dilations:
-            _positive_int("dilations", dilation, "dilations=[1, 2, 1, 4, 1, 2, 1]")
-        _positive_int("kernel_size", kernel_size, "kernel_size=3")
-        require(kernel_size >= 3 and kernel_size % 2 == 1, "kernel_size",
-                f"kernel_size must be odd and at least 3, got {kernel_size}; "
-                "pass e.g. kernel_size=3")
+            require_positive_int("dilations", dilation, "dilations=[1, 2, 1, 4, 1, 2, 1]")
+        require_positive_int("kernel_size", kernel_size, "kernel_size=3")
+        require(kernel_size >= 3 and kernel_size % 2 == 1, "kernel_size", f"kernel_size must be "
+                f"odd and at least 3, got {kernel_size}; pass e.g. kernel_size=3")
         super().__init__(image_shape)
         image_channels = image_shape[0]
         r = kernel_size // 2

@@ -1,5 +1,5 @@
 """Sample quality on fixed features: FID and KID through torchmetrics, during training and in
-``lit_ebm.evaluate`` (DESIGN.md section 7).
+:mod:`lit_ebm.evaluation` (docs/evaluation.md).
 
 Features are computed once per image by a named extractor (:mod:`lit_ebm.features`) and fed
 to torchmetrics' ``FrechetInceptionDistance`` and ``KernelInceptionDistance`` through a
@@ -14,15 +14,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from lit_ebm.config import ConfigError, DataConfig, EvalConfig
-from lit_ebm.features import build_feature_extractor
+from lit_ebm.errors import ConfigError
 from lit_ebm.generators import to_levels
 
 KID_SUBSETS = 100
@@ -116,72 +113,3 @@ def generated_levels(sample: Callable[[int], tuple[Tensor, Tensor]], discrete: b
     with torch.no_grad():
         return torch.cat([to_levels(sample(n)[0], discrete).cpu()
                           for n in batches(num_samples, batch_size)])
-
-
-class SampleQuality(Callback):
-    """Log ``val/fid_<features>`` and ``val/kid_<features>`` (mean) every ``every_n_epochs``
-    epochs, and after the last, from ``num_samples`` generator samples against the validation
-    split (real features computed once per run).
-
-    Under DDP each rank draws its share of the samples and features a shard of the
-    validation split; every rank computes the synchronised metrics. Samples are drawn under a
-    forked random state seeded by epoch and rank, so evaluation leaves training unchanged.
-    """
-
-    def __init__(self, extractor: nn.Module, every_n_epochs: int, num_samples: int,
-                 kid_subset_size: int, batch_size: int, seed: int = 0) -> None:
-        self.extractor = extractor
-        self.name = extractor.name
-        self.every_n_epochs = every_n_epochs
-        self.num_samples = num_samples
-        self.batch_size = batch_size
-        self.seed = seed
-        self.distances = FeatureDistances(extractor.num_features, kid_subset_size)
-        self._real_done = False
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.extractor.to(pl_module.device)
-        self.distances.to(pl_module.device)
-
-    def _due(self, trainer: pl.Trainer) -> bool:
-        epochs_done = trainer.current_epoch + 1
-        last = trainer.max_epochs is not None and epochs_done >= trainer.max_epochs
-        return not trainer.sanity_checking and (epochs_done % self.every_n_epochs == 0 or last)
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._due(trainer):
-            return
-        rank, world = trainer.global_rank, trainer.world_size
-        if not self._real_done:
-            shard = trainer.datamodule.val_set.images[rank::world]
-            self.distances.update(image_features(self.extractor, shard), real=True)
-            self._real_done = True
-        share = self.num_samples // world + (rank < self.num_samples % world)
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.random.fork_rng(devices=_cuda_devices(pl_module.device)):
-            torch.manual_seed(self.seed + 1000 * trainer.current_epoch + rank)
-            levels = generated_levels(pl_module.generator.sample, pl_module.generator.discrete,
-                                      share, self.batch_size)
-        pl_module.train(was_training)
-        self.distances.update(image_features(self.extractor, levels), real=False)
-        values = self.distances.compute(seed=self.seed + trainer.current_epoch)
-        self.distances.reset_fake()
-        # identical on every rank: torchmetrics gathered the features of all of them
-        pl_module.log(f"val/fid_{self.name}", values["fid"], prog_bar=True, sync_dist=True)
-        pl_module.log(f"val/kid_{self.name}", values["kid_mean"], sync_dist=True)
-
-
-def build_sample_quality(config: EvalConfig, data: DataConfig, num_real: int,
-                         seed: int) -> SampleQuality:
-    """The :class:`SampleQuality` callback of a run, its features loaded and its sample counts
-    checked against the ``num_real`` validation images (a :class:`ConfigError` otherwise)."""
-    extractor = build_feature_extractor(data.name, config.inception_weights)
-    check_sample_counts(config.num_samples, num_real, extractor.num_features,
-                        config.kid_subset_size, "eval.num_samples", "eval.kid_subset_size")
-    return SampleQuality(extractor, config.every_n_epochs, config.num_samples,
-                         config.kid_subset_size, config.batch_size, seed)
-
-
-def _cuda_devices(device: torch.device) -> list[torch.device]:
-    return [device] if device.type == "cuda" else []

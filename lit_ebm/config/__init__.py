@@ -1,0 +1,18 @@
+"""A run's configuration: the typed schema with each key's rules, and loading with errors a
+user can act on. Only the builder (:mod:`lit_ebm.build`) and the command lines read it."""
+
+from lit_ebm.config.loading import load_config, to_container, to_yaml, validate
+from lit_ebm.config.schema import (
+    Config,
+    DataConfig,
+    EnergyConfig,
+    EvalConfig,
+    GeneratorConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainerConfig,
+)
+
+__all__ = ["Config", "DataConfig", "EnergyConfig", "EvalConfig", "GeneratorConfig",
+           "ModelConfig", "OptimConfig", "TrainerConfig", "load_config", "to_container",
+           "to_yaml", "validate"]

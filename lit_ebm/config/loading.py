@@ -1,0 +1,148 @@
+"""Reading configs: YAML files merged left to right onto the schema, then ``key=value``
+overrides, with OmegaConf's errors turned into one line that names the key and the fix.
+
+A config file may start from others: ``defaults: [base.yaml, ...]`` (paths relative to the
+file) are merged first, in order, and the file's own keys win.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from lit_ebm.config.rules import check_settings
+from lit_ebm.config.schema import Config, cross_checks
+from lit_ebm.errors import ConfigError
+
+DEFAULTS_KEY = "defaults"
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false",
+               "str": "a string", "list[float]": "a list of numbers"}
+
+
+def _all_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for key in node.keys():
+        dotted = f"{prefix}{key!s}"
+        keys.append(dotted)
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            keys.extend(_all_keys(child, f"{dotted}."))
+    return keys
+
+
+def _unknown_key_error(schema: DictConfig, key: str) -> ConfigError:
+    candidates = _all_keys(schema)
+    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.5)
+    leaf = key.rsplit(".", 1)[-1]
+    close += [c for c in candidates if c.rsplit(".", 1)[-1] == leaf and c not in close]
+    hint = f" Did you mean: {', '.join(close[:3])}?" if close else ""
+    return ConfigError(f"unknown config key '{key}'.{hint} (`--print-config` lists every key)")
+
+
+def _expected_type(key: str) -> str:
+    """Human wording of the schema type of dotted ``key``, read from the dataclasses."""
+    node: Any = Config
+    hint: Any = None
+    for part in key.split("."):
+        hints = typing.get_type_hints(node)
+        if part not in hints:
+            return "a value of the schema's type"
+        hint = node = hints[part]
+    if typing.get_origin(hint) is list:
+        return _TYPE_NAMES["list[float]"]
+    options = [a for a in typing.get_args(hint) or (hint,) if a is not type(None)]
+    names = [_TYPE_NAMES.get(a.__name__, a.__name__) for a in options]
+    return " or ".join(names + (["null"] if type(None) in typing.get_args(hint) else []))
+
+
+def _merge(schema: DictConfig, other: DictConfig, source: str) -> DictConfig:
+    try:
+        merged = OmegaConf.merge(schema, other)
+    except ConfigKeyError as err:
+        raise _unknown_key_error(schema, str(err.full_key)) from None
+    except ValidationError as err:
+        raise ConfigError(
+            f"invalid value {getattr(err, 'value', None)!r} for config key '{err.full_key}' "
+            f"(from {source}): expected {_expected_type(str(err.full_key))}"
+        ) from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"could not read config from {source}: {err.msg}") from None
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: '{path}' (pass an existing YAML file to "
+                          "--config)")
+    try:
+        loaded: Any = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and friends: report, never a traceback
+        raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys, not a list")
+    if not loaded:
+        raise ConfigError(f"config file '{path}' is empty: give it the keys of a run (see "
+                          "configs/quickstart.yaml), or leave out --config to use every default")
+    return loaded
+
+
+def _merge_file(merged: DictConfig, path: Path, chain: tuple[Path, ...] = ()) -> DictConfig:
+    """Merge ``path`` onto ``merged``, after the files its ``defaults`` list names."""
+    if path.resolve() in chain:
+        raise ConfigError(f"config file '{path}' includes itself through its defaults")
+    loaded = _load_yaml(path)
+    parents = loaded.pop(DEFAULTS_KEY, None)
+    if parents is not None:
+        if not isinstance(parents, ListConfig) or not all(isinstance(p, str) for p in parents):
+            raise ConfigError(f"config file '{path}': '{DEFAULTS_KEY}' must be a list of YAML "
+                              "files relative to it, e.g. defaults: [base/realnvp.yaml]")
+        for parent in parents:
+            merged = _merge_file(merged, path.parent / parent, (*chain, path.resolve()))
+    return _merge(merged, loaded, f"'{path}'") if loaded else merged
+
+
+def _parse_overrides(overrides: list[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override '{item}' is not of the form key=value "
+                              "(e.g. data.batch_size=32)")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"could not parse overrides {overrides}: {err.msg}") from None
+
+
+def validate(cfg: Config) -> None:
+    """Check every key's rules, then the rules between keys."""
+    check_settings(cfg)
+    cross_checks(cfg)
+
+
+def load_config(files: list[str], overrides: list[str] | None = None) -> Config:
+    """Merge YAML ``files`` left to right onto the schema, then ``key=value`` overrides."""
+    merged = OmegaConf.structured(Config)
+    for path in files:
+        merged = _merge_file(merged, Path(path))
+    merged = _merge(merged, _parse_overrides(overrides or []), "the command line")
+    cfg = OmegaConf.to_object(merged)
+    assert isinstance(cfg, Config)
+    validate(cfg)
+    return cfg
+
+
+def to_container(cfg: Any) -> dict[str, Any]:
+    """Plain dict of a config dataclass: what goes into checkpoints."""
+    plain = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    assert isinstance(plain, dict)
+    return plain  # type: ignore[return-value]
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML text, as written to ``config.yaml``."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

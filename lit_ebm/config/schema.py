@@ -1,0 +1,225 @@
+"""The typed schema of a run: every config key, its type, its default and its rules.
+
+YAML files in ``configs/`` mirror these dataclasses. A key's rules are declared with the key
+(:func:`~lit_ebm.config.rules.setting`); rules that tie several keys together are in
+:func:`cross_checks`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lit_ebm.config.rules import (
+    batch_limit,
+    betas,
+    devices,
+    invalid,
+    non_negative,
+    one_of,
+    optional,
+    positive,
+    setting,
+)
+from lit_ebm.toy2d import TOY2D_SHAPES
+
+IMAGE_DATASETS = ("mnist5k", "mnist", "fashion_mnist", "cifar10")
+IMAGE_GENERATORS = ("realnvp", "pixelcnn")
+POINT_GENERATORS = ("realnvp2d", "mixture2d")
+PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16-true", "16", "bf16-mixed",
+              "bf16-true", "bf16")
+
+
+@dataclass
+class DataConfig:
+    """Which data set, where it lives and how it is batched."""
+
+    name: str = setting("mnist5k", one_of(*IMAGE_DATASETS, "toy2d"))
+    root: str | None = None  # None: the bundled data (fashion_mnist: the system folder)
+    download: bool = False  # mnist, fashion_mnist, cifar10: let torchvision download into root
+    batch_size: int = setting(64, positive)
+    num_workers: int = setting(0, non_negative)
+    toy_shape: str = setting("ring8", one_of(*TOY2D_SHAPES))  # toy2d only
+    toy_train_size: int = setting(20000, positive)  # toy2d only
+    toy_val_size: int = setting(2000, positive)  # toy2d only
+
+
+@dataclass
+class RealNVPConfig:
+    """Multi-scale image RealNVP (Dinh et al. 2017)."""
+
+    num_scales: int = 2
+    num_blocks: int = 4
+    hidden_channels: int = 64
+    logit_alpha: float = 0.05
+
+
+@dataclass
+class PixelCNNConfig:
+    """Gated PixelCNN (van den Oord et al. 2016): a discrete generator with exact log-mass."""
+
+    channels: int = 64  # width of the vertical and horizontal stacks
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 1, 4, 1, 2, 1])  # one per layer
+    kernel_size: int = 3  # odd, >= 3
+
+
+@dataclass
+class RealNVP2dConfig:
+    """RealNVP with MLP couplings for 2-D points."""
+
+    num_couplings: int = 6
+    hidden_features: int = 64
+
+
+@dataclass
+class Mixture2dConfig:
+    """Uniform-weight Gaussian mixture in 2-D (deliberately limited capacity)."""
+
+    num_components: int = 4
+    init_scale: float = 2.0
+
+
+@dataclass
+class GeneratorConfig:
+    """The generator q: ``name`` picks one of the sections below."""
+
+    name: str = setting("realnvp", one_of(*IMAGE_GENERATORS, *POINT_GENERATORS))
+    realnvp: RealNVPConfig = field(default_factory=RealNVPConfig)
+    pixelcnn: PixelCNNConfig = field(default_factory=PixelCNNConfig)
+    realnvp2d: RealNVP2dConfig = field(default_factory=RealNVP2dConfig)
+    mixture2d: Mixture2dConfig = field(default_factory=Mixture2dConfig)
+
+
+@dataclass
+class ConvEnergyConfig:
+    """Convolutional energy for images."""
+
+    channels: int = 64
+    depth: int = 3
+    spectral_norm: bool = False
+
+
+@dataclass
+class MLPEnergyConfig:
+    """MLP energy for 2-D points with a fixed quadratic confining term."""
+
+    hidden_features: int = 128
+    depth: int = 3
+    confinement: float = 0.1
+    spectral_norm: bool = False
+
+
+@dataclass
+class EnergyConfig:
+    """The energy E(x) (adversarial objective only): ``name`` picks a section."""
+
+    name: str = setting("conv", one_of("conv", "mlp"))
+    residual: bool = False  # E(x) = net(x) - log q_init(x), q_init: frozen initial generator
+    conv: ConvEnergyConfig = field(default_factory=ConvEnergyConfig)
+    mlp: MLPEnergyConfig = field(default_factory=MLPEnergyConfig)
+
+
+@dataclass
+class OptimConfig:
+    """Adam settings for one optimiser."""
+
+    lr: float = setting(1e-3, positive)
+    betas: list[float] = setting([0.9, 0.999], betas)
+    weight_decay: float = setting(0.0, non_negative)
+
+
+@dataclass
+class ModelConfig:
+    """What is trained and how: maximum likelihood or the adversarial EBM of Finn et al."""
+
+    objective: str = setting("mle", one_of("mle", "adversarial"))
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    generator_optim: OptimConfig = field(default_factory=OptimConfig)
+    generator_init: str | None = None  # a MaximumLikelihood checkpoint to start the generator from
+    grad_clip_norm: float | None = setting(None, optional(positive))  # per optimiser; None: off
+    lr_schedule: str = setting("constant", one_of("constant", "cosine"))  # cosine: to 0 at the end
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
+    energy_optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=1e-4, betas=[0.5, 0.999])
+    )
+    n_critic: int = setting(1, positive)  # energy steps per generator step
+    energy_reg: float = setting(0.0, non_negative)  # alpha in alpha * mean(E^2)
+
+
+@dataclass
+class TrainerConfig:
+    """The subset of ``pytorch_lightning.Trainer`` arguments lit_ebm exposes."""
+
+    max_epochs: int = 10
+    max_steps: int = -1
+    accelerator: str = setting("auto", one_of("auto", "cpu", "gpu", "cuda", "mps", "tpu"))
+    devices: Any = setting("auto", devices)
+    strategy: str = "auto"
+    precision: str = setting("32-true", one_of(*PRECISIONS))
+    limit_train_batches: int | float = setting(1.0, batch_limit(1))  # int: batches; float: share
+    limit_val_batches: int | float = setting(1.0, batch_limit(0))
+    log_every_n_steps: int = setting(20, positive)
+    check_val_every_n_epoch: int = setting(1, positive)
+    enable_progress_bar: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Sample quality during training (image data): FID and KID of generator samples against
+    the validation split, on the features of :mod:`lit_ebm.features`."""
+
+    every_n_epochs: int = setting(1, non_negative)  # and after the last epoch; 0: off
+    num_samples: int = setting(1000, positive)  # generator samples per evaluation, all processes
+    kid_subset_size: int = setting(500, positive)  # <= num_samples and <= the validation split
+    batch_size: int = setting(250, positive)  # generator samples drawn at a time
+    # cifar10: a local copy of weights-inception-2015-12-05-6726825d.pth (else downloaded)
+    inception_weights: str | None = None
+
+
+@dataclass
+class Config:
+    """A whole run. ``<output_dir>/<name>/version_<n>/`` receives everything it writes."""
+
+    name: str = "run"
+    output_dir: str = "runs"
+    seed: int = 0
+    ckpt_path: str | None = None  # "last", or a checkpoint path, to resume
+    # also refresh last.ckpt every N optimiser steps
+    checkpoint_every_n_steps: int | None = setting(None, optional(positive))
+    sample_every_n_epochs: int = setting(1, positive)
+    num_sample_images: int = setting(64, positive)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def cross_checks(cfg: Config) -> None:
+    """The rules that tie several keys together, each raising for the key to change."""
+    trainer = cfg.trainer
+    if trainer.max_steps == 0 or trainer.max_steps < -1:
+        raise invalid("trainer.max_steps", trainer.max_steps,
+                      "-1 (no limit) or a positive number of optimiser steps")
+    if trainer.max_epochs < 1 and not (trainer.max_epochs == -1 and trainer.max_steps > 0):
+        raise invalid("trainer.max_epochs", trainer.max_epochs,
+                      "a positive number of epochs (or -1 together with trainer.max_steps > 0)")
+    if cfg.model.lr_schedule == "cosine" and trainer.max_epochs <= 0:
+        raise invalid("trainer.max_epochs", trainer.max_epochs,
+                      "a positive number of epochs with model.lr_schedule=cosine")
+    toy = cfg.data.name == "toy2d"
+    generators = POINT_GENERATORS if toy else IMAGE_GENERATORS
+    if cfg.model.generator.name not in generators:
+        raise invalid("model.generator.name", cfg.model.generator.name,
+                      f"{' or '.join(generators)} for data.name={cfg.data.name!r}")
+    if cfg.model.energy.residual and cfg.model.energy_reg > 0:
+        raise invalid("model.energy_reg", cfg.model.energy_reg,
+                      "0 with model.energy.residual=true (the penalty would act on -log q_init, "
+                      "thousands of nats on images)")
+    if cfg.eval.kid_subset_size > cfg.eval.num_samples:
+        raise invalid("eval.kid_subset_size", cfg.eval.kid_subset_size,
+                      f"at most eval.num_samples={cfg.eval.num_samples} (KID draws subsets of "
+                      "that size from the generated images)")
+    energy = "mlp" if toy else "conv"
+    if cfg.model.objective == "adversarial" and cfg.model.energy.name != energy:
+        raise invalid("model.energy.name", cfg.model.energy.name,
+                      f"{energy!r} for data.name={cfg.data.name!r}")

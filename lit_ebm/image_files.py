@@ -1,0 +1,118 @@
+"""Reading image data sets from their files: the bundled mnist5k archive, idx files
+(MNIST, Fashion-MNIST), and the split of mnist5k. Damaged or missing files become one
+:class:`~lit_ebm.errors.ConfigError` naming the file and the fix, never a traceback."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lit_ebm.errors import ConfigError, describe_error
+
+REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+# Debian/Ubuntu: `apt-get install dataset-fashion-mnist` puts the original idx .gz files here.
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def stratified_split(labels: np.ndarray, val_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic train/val indices holding ``val_per_class`` of each label out for val."""
+    rng = np.random.default_rng(0)
+    val = np.concatenate([
+        rng.permutation(np.flatnonzero(labels == label))[:val_per_class]
+        for label in np.unique(labels)
+    ])
+    train = np.setdiff1d(np.arange(len(labels)), val)
+    return train, np.sort(val)
+
+
+def missing_file_error(path: Path, what: str, download_possible: bool,
+                       extra: str = "") -> ConfigError:
+    fix = "set data.root to the folder that holds it"
+    if download_possible:
+        fix += ", or set data.download=true to fetch it"
+    return ConfigError(f"{what} not found at '{path}': {fix}{extra}")
+
+
+def default_root(name: str) -> Path:
+    """Where a data set is looked for when ``data.root`` is null: the system Fashion-MNIST
+    folder when it exists, otherwise the repository's ``data/`` folder."""
+    if name == "fashion_mnist" and FASHION_MNIST_SYSTEM_DIR.is_dir():
+        return FASHION_MNIST_SYSTEM_DIR
+    return REPO_DATA_DIR
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An idx file of unsigned bytes (LeCun's MNIST format), plain or gzip-compressed."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as file:
+            data = file.read()
+        zero, dtype_code, ndim = data[0:2], data[2], data[3]
+        if zero != b"\0\0" or dtype_code != 0x08:
+            raise ValueError("not an idx file of unsigned bytes")
+        shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+        body = data[4 + 4 * ndim:]
+        if len(body) != int(np.prod(shape)):
+            raise ValueError(f"the header says shape {shape}, but {len(body)} bytes follow")
+    except Exception as err:  # gzip, EOF and header errors all mean "damaged"
+        raise ConfigError(f"the idx file '{path}' cannot be read ({describe_error(err)}): it is "
+                          "truncated or corrupted; replace it with an intact copy") from None
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+def idx_file(folders: list[Path], stem: str) -> Path | None:
+    """The first of ``stem.gz`` or ``stem`` found in ``folders``."""
+    for folder in folders:
+        for candidate in (folder / f"{stem}.gz", folder / stem):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def fashion_mnist_folders(root: Path) -> list[Path]:
+    """Where Fashion-MNIST's idx files may be: ``root`` itself (the Debian package's layout)
+    or torchvision's ``root/FashionMNIST/raw``."""
+    return [root, root / "FashionMNIST" / "raw"]
+
+
+def read_idx_split(folders: list[Path], split: str) -> tuple[Tensor, Tensor]:
+    """uint8 images (N, 1, H, W) and int64 labels (N,) of one split from idx files."""
+    paths = [idx_file(folders, stem) for stem in IDX_FILES[split]]
+    images, labels = (read_idx(path) for path in paths if path is not None)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ConfigError(f"the {split} idx files in {[str(f) for f in folders]} hold images "
+                          f"{images.shape} and labels {labels.shape}, not (N, H, W) and (N,): "
+                          "replace them with intact copies")
+    return as_nchw_uint8(images.copy()), torch.from_numpy(labels.astype(np.int64))
+
+
+
+def read_mnist5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled archive's uint8 images (N, 28, 28) and labels (N,), or a ConfigError."""
+    try:
+        with np.load(path) as archive:
+            images, labels = archive["images"], archive["labels"]
+    except Exception as err:  # zip, zlib, pickle and key errors all mean "damaged"
+        raise ConfigError(
+            f"the mnist5k archive '{path}' cannot be read ({describe_error(err)}): it is "
+            "truncated or corrupted; restore it with `git checkout data/mnist_5k.npz`, or set "
+            "data.root to a folder holding an intact copy") from None
+    if images.dtype != np.uint8 or images.shape[1:] != (28, 28) or len(labels) != len(images):
+        raise ConfigError(f"the mnist5k archive '{path}' holds images {images.dtype} "
+                          f"{images.shape} and {len(labels)} labels, not uint8 (N, 28, 28) with N "
+                          "labels: restore it with `git checkout data/mnist_5k.npz`")
+    return images, labels
+
+
+def as_nchw_uint8(data: Tensor | np.ndarray) -> Tensor:
+    """MNIST-like (N, H, W) or CIFAR-10's (N, H, W, C) images to (N, C, H, W)."""
+    images = torch.as_tensor(data)
+    return images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2).contiguous()
+
+

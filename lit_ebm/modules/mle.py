@@ -1,0 +1,38 @@
+"""Maximum-likelihood training of a generator: the baseline the adversarial EBM is compared
+with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from lit_ebm.generators.base import Generator
+from lit_ebm.modules.base import ADAM_DEFAULTS, AdamSettings, GenerativeModule
+from lit_ebm.registry import NetworkSpec
+
+
+class MaximumLikelihood(GenerativeModule):
+    """Fit the generator by maximum likelihood: minimise -log q(x) per dimension."""
+
+    def __init__(self, generator: Generator | NetworkSpec,
+                 generator_optim: AdamSettings = ADAM_DEFAULTS, lr_schedule: str = "constant",
+                 grad_clip_norm: float | None = None) -> None:
+        super().__init__(generator, lr_schedule, grad_clip_norm)
+        self.generator_optim = dict(generator_optim)
+        self.save_networks_and_hyperparameters(generator=self.generator)
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        log_q = self.generator.log_prob(batch)
+        loss = -log_q.mean() / self.generator.num_dims
+        self.check_finite("train/loss (negative log-likelihood per dimension)", loss)
+        self.log_train_likelihood(log_q)
+        return loss
+
+    def optimizer_settings(self) -> list[tuple[list[nn.Parameter], AdamSettings]]:
+        return [(list(self.generator.parameters()), self.generator_optim)]
+
+    def configure_gradient_clipping(self, optimizer: Optimizer, gradient_clip_val: Any = None,
+                                    gradient_clip_algorithm: Any = None) -> None:
+        self.clip(optimizer)

@@ -1,0 +1,113 @@
+"""The Trainer of a run: its settings checked against this machine and Lightning, its loggers
+and its callbacks."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import pytorch_lightning as pl
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
+from pytorch_lightning.strategies import StrategyRegistry
+
+from lit_ebm.callbacks import ConfiguredOptimizerSettings, SampleFigures
+from lit_ebm.config import Config, TrainerConfig
+from lit_ebm.errors import ConfigError, first_line
+
+# An energy step on detached samples leaves the generator's parameters unused, so adversarial
+# training under DDP needs DistributedDataParallel(find_unused_parameters=True).
+UNUSED_PARAMETER_STRATEGIES = {"ddp": "ddp_find_unused_parameters_true",
+                               "ddp_spawn": "ddp_spawn_find_unused_parameters_true"}
+
+
+def _available_devices(accelerator: str) -> tuple[str, int]:
+    """The accelerator Lightning resolves ``accelerator`` to, and how many devices it has."""
+    counts = {
+        "tpu": XLAAccelerator.auto_device_count() if XLAAccelerator.is_available() else 0,
+        "cuda": CUDAAccelerator.auto_device_count() if CUDAAccelerator.is_available() else 0,
+        "mps": 1 if MPSAccelerator.is_available() else 0,
+        "cpu": os.cpu_count() or 1,
+    }
+    if accelerator == "gpu":
+        accelerator = "cuda" if counts["cuda"] or not counts["mps"] else "mps"
+    if accelerator == "auto":
+        accelerator = next(name for name, count in counts.items() if count)
+    return accelerator, counts[accelerator]
+
+
+def check_trainer_settings(trainer: TrainerConfig) -> int:
+    """Refuse accelerators, device counts and strategies this machine or Lightning cannot
+    serve; returns the number of training processes."""
+    accelerator, available = _available_devices(trainer.accelerator)
+    if not available:
+        raise ConfigError(f"trainer.accelerator={trainer.accelerator!r}, but this machine has no "
+                          f"{accelerator} device: use trainer.accelerator=auto or cpu")
+    devices = trainer.devices
+    if accelerator == "cpu" and (devices == -1 or isinstance(devices, list)):
+        raise ConfigError(f"trainer.devices={devices!r} does not suit the CPU: give a number of "
+                          f"processes between 1 and {available}")
+    if isinstance(devices, list):
+        wanted, highest = len(devices), max(devices) + 1
+    elif devices == "auto":
+        wanted = highest = 1 if accelerator == "cpu" else available
+    elif devices == -1:
+        wanted = highest = available
+    else:
+        wanted = highest = devices
+    if highest > available:
+        raise ConfigError(f"trainer.devices={devices!r} asks for more {accelerator} devices than "
+                          f"this machine has ({available}): use trainer.devices<={available}")
+    strategies = ("auto", *StrategyRegistry.available_strategies())
+    if trainer.strategy not in strategies:
+        raise ConfigError(f"invalid value {trainer.strategy!r} for 'trainer.strategy': expected "
+                          f"one of auto, ddp, ddp_spawn, fsdp, deepspeed, ... "
+                          f"(Lightning's StrategyRegistry lists {len(strategies) - 1})")
+    return wanted
+
+
+def build_trainer(cfg: Config, run_dir: Path, monitor: str,
+                  extra_callbacks: list[Callback]) -> pl.Trainer:
+    """The Trainer for ``cfg``, writing into ``run_dir``, with ``extra_callbacks`` after the
+    checkpoint and sample callbacks; settings that Lightning rejects become a
+    :class:`ConfigError`. Creates nothing on disk."""
+    trainer_args = asdict(cfg.trainer)
+    if cfg.model.objective == "adversarial":
+        strategy = trainer_args["strategy"]
+        trainer_args["strategy"] = UNUSED_PARAMETER_STRATEGIES.get(strategy, strategy)
+    try:
+        return pl.Trainer(**trainer_args, logger=_loggers(cfg, run_dir),
+                          callbacks=[*_callbacks(cfg, run_dir, monitor), *extra_callbacks],
+                          default_root_dir=run_dir)
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        raise ConfigError(f"Lightning rejected the trainer.* settings: {first_line(err)}"
+                          ) from None
+
+
+def _loggers(cfg: Config, run_dir: Path) -> list[Logger]:
+    loggers: list[Logger] = [CSVLogger(cfg.output_dir, name=cfg.name, version=run_dir.name)]
+    if importlib.util.find_spec("tensorboard") is not None:
+        loggers.append(TensorBoardLogger(cfg.output_dir, name=cfg.name, version=run_dir.name,
+                                         default_hp_metric=False))
+    return loggers
+
+
+def _callbacks(cfg: Config, run_dir: Path, monitor: str) -> list[Callback]:
+    checkpoints = run_dir / "checkpoints"
+    best = ModelCheckpoint(dirpath=checkpoints, filename="best-epoch{epoch:03d}", monitor=monitor,
+                           mode="min", save_top_k=1, auto_insert_metric_name=False)
+    # last.ckpt after every epoch, and also every checkpoint_every_n_steps optimiser steps by a
+    # second writer of the same file: with a step interval alone, Lightning skips the epoch-end
+    # save, and the steps after the interval's last multiple would be lost.
+    last = [ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True,
+                            enable_version_counter=False)]
+    if cfg.checkpoint_every_n_steps is not None:
+        last.append(ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True,
+                                    every_n_train_steps=cfg.checkpoint_every_n_steps,
+                                    enable_version_counter=False))
+    samples = SampleFigures(run_dir / "samples", cfg.sample_every_n_epochs, cfg.num_sample_images)
+    return [best, *last, samples, ConfiguredOptimizerSettings()]
