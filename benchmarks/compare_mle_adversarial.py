@@ -4,7 +4,7 @@
 2. From that checkpoint, with the same data and seed, (a) continue ML for M more epochs and
    (b) train the EBM adversarially for M epochs (the generator starts from the ML checkpoint,
    and the residual energy from its density), so both arms get the same extra training.
-3. Evaluate the three checkpoints with ``python -m lit_ebm.evaluate`` (offline features;
+3. Evaluate the three checkpoints with :mod:`lit_ebm.evaluation` (offline features;
    generator samples, and for (b) the resampled EBM samples and the EBM bits/dim) for several
    sampling seeds, and report the mean and spread of every figure over the seeds.
 
@@ -20,19 +20,26 @@ Usage: ``python benchmarks/compare_mle_adversarial.py --generator realnvp|pixelc
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from results_file import RESULTS_DIR, report
 
-from lit_ebm import evaluate
 from lit_ebm.config import load_config
+from lit_ebm.errors import ConfigError
+from lit_ebm.evaluation import (
+    TABLE_COLUMNS,
+    EvaluationSettings,
+    column_title,
+    evaluate,
+    figure_key,
+)
 from lit_ebm.fit import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +48,7 @@ CONFIGS = {  # generator: (ML config, adversarial config)
     "pixelcnn": ("mnist5k_pixelcnn_mle.yaml", "mnist5k_pixelcnn_adversarial.yaml"),
 }
 ARMS = ("ml", "ml_continued", "adversarial")
-FIGURES = (*evaluate.TABLE_COLUMNS, "log_z_learned", "log_z_q", "log_z_q_stderr")
+FIGURES = (*TABLE_COLUMNS, "log_z_learned", "log_z_q", "log_z_q_stderr")
 
 
 def repo_relative(path: Path) -> str:
@@ -58,18 +65,12 @@ def timed_train(config: str, overrides: list[str]) -> tuple[Path, float]:
     return run_dir / "checkpoints" / "last.ckpt", time.perf_counter() - start
 
 
-def evaluate_seeds(checkpoints: list[Path], seeds: list[int], options: list[str],
+def evaluate_seeds(settings: EvaluationSettings, seeds: list[int],
                    out: Path) -> list[dict[str, Any]]:
-    """``lit_ebm.evaluate`` of all checkpoints once per seed; the results.json of each."""
-    results = []
-    for seed in seeds:
-        folder = out / f"seed{seed}"
-        argv = ["--ckpt", *map(str, checkpoints), "--out", str(folder), "--seed", str(seed),
-                *options]
-        if evaluate.main(argv) != 0:
-            raise SystemExit(f"lit_ebm.evaluate failed for seed {seed}")
-        results.append(json.loads((folder / "results.json").read_text()))
-    return results
+    """The evaluation of ``settings`` once per seed, each written to ``out/seed<seed>``; the
+    results.json content of each."""
+    return [evaluate(replace(settings, seed=seed, out=out / f"seed{seed}")).to_dict()
+            for seed in seeds]
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -88,7 +89,7 @@ def summarise(per_seed: list[dict[str, Any]], names: list[str]) -> dict[str, dic
                           strict=True):
         entry: dict[str, Any] = {"label": rows[0]["label"]}
         for figure in FIGURES:
-            key = evaluate.figure_key(figure, features)
+            key = figure_key(figure, features)
             if key in rows[0]:
                 entry[figure] = spread([float(row[key]) for row in rows])
         summary[name] = entry
@@ -97,8 +98,7 @@ def summarise(per_seed: list[dict[str, Any]], names: list[str]) -> dict[str, dic
 
 def markdown(results: dict[str, Any]) -> str:
     """One table: a row per evaluated set, each figure as mean ± std over the seeds."""
-    titles = {figure: evaluate.column_title(figure, results["features"])
-              for figure in evaluate.TABLE_COLUMNS}
+    titles = {figure: column_title(figure, results["features"]) for figure in TABLE_COLUMNS}
     n, m = results["ml_epochs"], results["extra_epochs"]
     arms = {"real": "real (training split)", "ml": f"ML, {n} epochs",
             "ml_continued": f"ML, {n} + {m} epochs", "adversarial": f"ML {n} + adversarial {m}",
@@ -121,7 +121,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def targets(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets: the adversarial generator's FID below the ML-continued one's by more
+    """The targets: the adversarial generator's FID below the ML-continued one's by more
     than the two seed spreads together, and its precision higher."""
     continued, adversarial = rows["ml_continued"], rows["adversarial"]
     gap = continued["fid"]["mean"] - adversarial["fid"]["mean"]
@@ -133,7 +133,7 @@ def targets(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--generator", choices=sorted(CONFIGS), required=True)
     parser.add_argument("--data", choices=("mnist5k", "fashion_mnist"), default="mnist5k")
@@ -151,17 +151,19 @@ def main() -> None:
     parser.add_argument("--ml-overrides", nargs="*", default=[], metavar="key=value")
     parser.add_argument("--adversarial-overrides", nargs="*", default=[], metavar="key=value")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def train_arms(args: argparse.Namespace, tag: str) -> tuple[int, int, dict[str, Path],
+                                                              dict[str, float]]:
+    """N and M, and the last checkpoint and wall time of each arm."""
     ml_config, adversarial_config = CONFIGS[args.generator]
-    tag = f"{args.generator}_{args.data}"
     common = [f"data.name={args.data}", f"output_dir={args.output_dir}",
               "trainer.enable_progress_bar=false", *args.overrides]
     n = args.ml_epochs or load_config([str(REPO / "configs" / ml_config)]).trainer.max_epochs
     m = args.extra_epochs or load_config(
         [str(REPO / "configs" / adversarial_config)],
         ["model.generator_init=null"]).trainer.max_epochs
-
     ml_runs = [*common, *args.ml_overrides]
     ml, ml_seconds = timed_train(ml_config, [*ml_runs, f"name={tag}_ml",
                                              f"trainer.max_epochs={n}"])
@@ -171,14 +173,24 @@ def main() -> None:
     adversarial, adversarial_seconds = timed_train(
         adversarial_config, [*common, *args.adversarial_overrides, f"name={tag}_adversarial",
                              f"model.generator_init={ml}", f"trainer.max_epochs={m}"])
+    return n, m, dict(zip(ARMS, (ml, continued, adversarial), strict=True)), dict(zip(
+        ARMS, (ml_seconds, continued_seconds, adversarial_seconds), strict=True))
 
+
+def main() -> None:
+    args = parse_args()
+    tag = f"{args.generator}_{args.data}"
+    n, m, checkpoints, seconds = train_arms(args, tag)
     out = Path(args.output_dir) / f"{tag}_evaluation"
-    options = ["--num-samples", str(args.num_samples), "--candidates", str(args.candidates)]
-    if args.kid_subset_size is not None:
-        options += ["--kid-subset-size", str(args.kid_subset_size)]
+    settings = EvaluationSettings(checkpoints=list(checkpoints.values()),
+                                  num_samples=args.num_samples, candidates=args.candidates,
+                                  kid_subset_size=args.kid_subset_size)
     start = time.perf_counter()
-    per_seed = evaluate_seeds([ml, continued, adversarial], args.seeds, options, out)
-    evaluate_seconds = time.perf_counter() - start
+    try:
+        per_seed = evaluate_seeds(settings, args.seeds, out)
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    seconds["evaluation"] = time.perf_counter() - start
     rows = summarise(per_seed, ["real", *ARMS, "ebm_resampled"])
     results = {
         "machine": f"{platform.processor() or platform.machine()}, "
@@ -188,10 +200,8 @@ def main() -> None:
         "candidates": args.candidates, "seeds": args.seeds,
         "overrides": {"all": args.overrides, "ml": args.ml_overrides,
                       "adversarial": args.adversarial_overrides},
-        "checkpoints": dict(zip(ARMS, map(repo_relative, (ml, continued, adversarial)),
-                                strict=True)),
-        "wall_seconds": {"ml": ml_seconds, "ml_continued": continued_seconds,
-                         "adversarial": adversarial_seconds, "evaluation": evaluate_seconds},
+        "checkpoints": {arm: repo_relative(path) for arm, path in checkpoints.items()},
+        "wall_seconds": seconds,
         "rows": rows,
         "targets": targets(rows),
     }

@@ -1,7 +1,7 @@
 """Variance of the PixelCNN's score-function gradient of L_G, with and without a baseline.
 
 The generator step of a discrete generator differentiates the surrogate
-mean_i stopgrad(f_i - b_i) log q(x_i), with f_i = E(x_i) + log q(x_i) (DESIGN.md section 2).
+mean_i stopgrad(f_i - b_i) log q(x_i), with f_i = E(x_i) + log q(x_i) (docs/mathematics.md).
 At a trained ``AdversarialEBM`` checkpoint, this draws ``--batches`` independent batches and,
 on each, takes the gradient over the generator's parameters of the surrogate
 
@@ -28,7 +28,7 @@ from results_file import report
 from torch import Tensor
 
 from lit_ebm import objectives
-from lit_ebm.modules import AdversarialEBM
+from lit_ebm.modules import AdversarialEBM, load_module
 
 
 def flat_gradient(loss: Tensor, params: list[torch.nn.Parameter]) -> Tensor:
@@ -50,7 +50,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="as in training")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    module = AdversarialEBM.load_from_checkpoint(args.checkpoint, map_location="cpu").eval()
+    module = load_module(args.checkpoint, map_location="cpu").eval()
+    if not isinstance(module, AdversarialEBM):
+        raise SystemExit(f"{args.checkpoint} holds no energy: pass an AdversarialEBM checkpoint")
     if not module.generator.discrete:
         raise SystemExit(f"{args.checkpoint} holds a continuous generator: the score-function "
                          "estimator is for discrete ones (PixelCNN)")

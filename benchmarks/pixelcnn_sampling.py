@@ -4,7 +4,7 @@ sub-pixel), on the same weights from the same random state.
 Usage: ``python benchmarks/pixelcnn_sampling.py [--config FILE] [--checkpoint CKPT]
 [--num-images N]``. Times ``N`` (64) images from the PixelCNN of
 ``configs/mnist5k_pixelcnn_mle.yaml``, with untrained weights (seed 0) or those of a
-``MaximumLikelihood`` checkpoint of it; prints the figures and writes
+checkpoint of it (either objective); prints the figures and writes
 ``benchmarks/results/pixelcnn_sampling.json`` (``identical``: both returned the same images).
 The naive sampler takes minutes.
 """
@@ -20,10 +20,11 @@ from typing import Any
 import torch
 from results_file import report
 
+from lit_ebm.build import build_generator
 from lit_ebm.config import load_config
 from lit_ebm.data import event_shape
-from lit_ebm.generators import PixelCNN, build_generator
-from lit_ebm.modules import MaximumLikelihood
+from lit_ebm.generators import PixelCNN
+from lit_ebm.modules import load_module
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 0
@@ -36,8 +37,7 @@ def load_pixelcnn(config: str, checkpoint: str | None) -> PixelCNN:
         torch.manual_seed(SEED)
         generator = build_generator(cfg.model.generator, event_shape(cfg.data))
     else:
-        generator = MaximumLikelihood.load_from_checkpoint(checkpoint,
-                                                           map_location="cpu").generator
+        generator = load_module(checkpoint, map_location="cpu").generator
     if not isinstance(generator, PixelCNN):
         raise SystemExit(f"{checkpoint or config} holds no PixelCNN (model.generator.name)")
     return generator.eval()

@@ -38,10 +38,9 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from results_file import report
 
-from lit_ebm.config import load_config, to_container
+from lit_ebm.build import build_generator, build_module
+from lit_ebm.config import load_config
 from lit_ebm.data import build_datamodule, event_shape
-from lit_ebm.generators import build_generator
-from lit_ebm.modules import MODULES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,7 +70,7 @@ def _setup(config: str, objective: str) -> tuple[Any, Any, Any]:
     cfg = load_config([config], [f"model.objective={objective}", "model.generator_init=null",
                                  "eval.every_n_epochs=0"])
     pl.seed_everything(0)
-    module = MODULES[objective](to_container(cfg.model), list(event_shape(cfg.data)))
+    module = build_module(cfg, event_shape(cfg.data))
     datamodule = build_datamodule(cfg.data, dequantise=not module.generator.discrete)
     return cfg, module, datamodule
 

@@ -6,7 +6,7 @@ mode-seeking?
    log Z and the importance-sampling estimate log_z_is against the exact log Z of the final energy
    by quadrature (checked at twice the grid resolution). Target: both errors at most 0.05 nats.
    The estimate with the generator alone as proposal (log_z_q, as logged in training as
-   train/log_z_q and used by ``lit_ebm.evaluate``) is reported with its standard error.
+   train/log_z_q and used by :mod:`lit_ebm.evaluation`) is reported with its standard error.
    The errors over the last validation epochs are reported too, as training oscillates.
 2. A limited-capacity generator (a 4-component uniform-weight Gaussian mixture; the data have 8
    modes), from a random start, trained by maximum likelihood and adversarially, both with
@@ -33,7 +33,7 @@ from lit_ebm import objectives
 from lit_ebm.config import load_config
 from lit_ebm.fit import train
 from lit_ebm.metrics import log_partition_proposal
-from lit_ebm.modules import MODULES, AdversarialEBM, GenerativeModule
+from lit_ebm.modules import AdversarialEBM, GenerativeModule, load_module
 from lit_ebm.toy2d import log_partition_grid, mode_precision_and_coverage, ring8_modes, sample_toy2d
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,8 +51,7 @@ def fit(config: str, overrides: list[str]) -> tuple[Path, GenerativeModule, floa
     start = time.perf_counter()
     run_dir = train(cfg)
     seconds = time.perf_counter() - start
-    module = MODULES[cfg.model.objective].load_from_checkpoint(
-        run_dir / "checkpoints" / "last.ckpt", map_location="cpu")
+    module = load_module(run_dir / "checkpoints" / "last.ckpt", map_location="cpu")
     return run_dir, module.eval(), seconds
 
 

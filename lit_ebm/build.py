@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,17 +18,21 @@ from typing import Any, TypeVar
 from torch import nn
 
 from lit_ebm.callbacks import SampleQuality
-from lit_ebm.checkpoints import check_compatible, read_checkpoint, sub_state_dict
-from lit_ebm.config import Config, EnergyConfig, GeneratorConfig
+from lit_ebm.checkpoints import (
+    check_compatible,
+    check_generator_name,
+    read_checkpoint,
+    sub_state_dict,
+)
+from lit_ebm.config import Config
+from lit_ebm.config.schema import EnergyConfig, GeneratorConfig
 from lit_ebm.energy import ConvEnergy, MLPEnergy, ResidualEnergy
 from lit_ebm.errors import ConfigError, InvalidArgument
 from lit_ebm.evaluation.quality import check_sample_counts
 from lit_ebm.features import build_feature_extractor
-from lit_ebm.generators import GaussianMixture2d, Generator, PixelCNN, RealNVP, RealNVP2d
+from lit_ebm.generators import GENERATORS, Generator, PixelCNN, RealNVP
 from lit_ebm.modules import AdversarialEBM, GenerativeModule, MaximumLikelihood
 
-GENERATORS: dict[str, type[Generator]] = {"realnvp": RealNVP, "pixelcnn": PixelCNN,
-                                          "realnvp2d": RealNVP2d, "mixture2d": GaussianMixture2d}
 IMAGE_ARGUMENT = {RealNVP: "image_shape", PixelCNN: "image_shape", ConvEnergy: "image_shape",
                   MLPEnergy: "in_features"}
 Built = TypeVar("Built")
@@ -72,23 +76,6 @@ def build_energy(config: EnergyConfig, event_shape: tuple[int, ...],
     net = build_from(f"model.energy.{config.name}", factory, getattr(config, config.name),
                      **_shape_args(factory, event_shape))
     return ResidualEnergy(net, copy.deepcopy(generator)) if config.residual else net
-
-
-def generator_name(checkpoint: Mapping[str, Any]) -> str | None:
-    """The ``model.generator.name`` of the generator a checkpoint holds (None if unknown)."""
-    spec = (checkpoint.get("hyper_parameters") or {}).get("generator")
-    names = {cls.__name__: name for name, cls in GENERATORS.items()}
-    return names.get(str(spec.get("network"))) if isinstance(spec, Mapping) else None
-
-
-def check_generator_name(checkpoint: Mapping[str, Any], expected: str, source: str) -> None:
-    """Refuse a checkpoint saved with another generator than ``expected``."""
-    found = generator_name(checkpoint)
-    if found is not None and found != expected:
-        raise ConfigError(
-            f"{source} holds a {found} generator, but this run's model.generator.name is "
-            f"{expected}: pass a checkpoint of a {expected} run, or set "
-            f"model.generator.name={found} with the settings of that run")
 
 
 def load_generator_weights(generator: Generator, path: str, expected_name: str) -> None:

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from torch import Tensor
 from torchvision.utils import save_image
 
 from lit_ebm.evaluation.quality import FeatureDistances, generated_levels, image_features
 from lit_ebm.features import FeatureExtractor
-from lit_ebm.figures import image_grid, toy2d_figure
+from lit_ebm.figures import render_samples
 from lit_ebm.modules import AdversarialEBM, GenerativeModule
+from lit_ebm.modules.base import eval_mode
 from lit_ebm.toy2d import log_partition_grid
 
 TOY2D_GRID_BOUND = 8.0
@@ -27,22 +27,6 @@ def epoch_due(trainer: pl.Trainer, every_n_epochs: int) -> bool:
     epochs_done = trainer.current_epoch + 1
     last = trainer.max_epochs is not None and epochs_done >= trainer.max_epochs
     return epochs_done % every_n_epochs == 0 or last
-
-
-@torch.no_grad()
-def render_samples(module: GenerativeModule, num_samples: int, data: Tensor | None = None
-                   ) -> Tensor:
-    """A figure of generator samples as a ``(3, H, W)`` image in [0, 1]: a grid of images, or
-    2-D points over the model's log-density (and ``data`` points, when given)."""
-    was_training = module.training
-    module.eval()
-    samples, _ = module.generator.sample(num_samples)
-    if module.images:
-        figure = image_grid(samples)
-    else:
-        figure = toy2d_figure(module.log_density, samples, data)
-    module.train(was_training)
-    return figure
 
 
 class SampleFigures(Callback):
@@ -132,13 +116,11 @@ class SampleQuality(Callback):
             self.distances.update(image_features(self.extractor, shard), real=True)
             self._real_done = True
         share = self.num_samples // world + (rank < self.num_samples % world)
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.random.fork_rng(devices=_cuda_devices(pl_module.device)):
+        with eval_mode(pl_module), torch.random.fork_rng(
+                devices=_cuda_devices(pl_module.device)):
             torch.manual_seed(self.seed + 1000 * trainer.current_epoch + rank)
             levels = generated_levels(pl_module.generator.sample, pl_module.generator.discrete,
                                       share, self.batch_size)
-        pl_module.train(was_training)
         self.distances.update(image_features(self.extractor, levels), real=False)
         values = self.distances.compute(seed=self.seed + trainer.current_epoch)
         self.distances.reset_fake()

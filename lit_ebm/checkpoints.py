@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from lit_ebm.errors import ConfigError, describe_error
+from lit_ebm.generators import GENERATORS
 
 
 def read_checkpoint(path: str | Path, key: str) -> dict[str, Any]:
@@ -53,17 +54,22 @@ def check_compatible(expected: Mapping[str, Tensor], found: Mapping[str, Tensor]
                           "that this model lacks (the architecture settings differ)")
 
 
+def generator_name(checkpoint: Mapping[str, Any]) -> str | None:
+    """The ``model.generator.name`` of the generator a checkpoint holds (None if unknown)."""
+    spec = (checkpoint.get("hyper_parameters") or {}).get("generator")
+    names = {cls.__name__: name for name, cls in GENERATORS.items()}
+    return names.get(str(spec.get("network"))) if isinstance(spec, Mapping) else None
+
+
 def check_generator_name(checkpoint: Mapping[str, Any], expected: str, source: str) -> None:
-    """Raise :class:`ConfigError` when ``checkpoint`` was saved with another generator than
-    ``expected`` (read from its hyperparameters; checkpoints without them are not judged)."""
-    model = (checkpoint.get("hyper_parameters") or {}).get("model") or {}
-    found = model.get("generator", {}).get("name")
+    """Raise :class:`ConfigError` when ``checkpoint`` holds another generator than
+    ``expected`` (checkpoints that do not say are not judged)."""
+    found = generator_name(checkpoint)
     if found is not None and found != expected:
         raise ConfigError(
             f"{source} holds a {found} generator, but this run's model.generator.name is "
             f"{expected}: pass a checkpoint of a {expected} run, or set "
-            f"model.generator.name={found} with the settings of that run"
-        )
+            f"model.generator.name={found} with the settings of that run")
 
 
 def sub_state_dict(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:

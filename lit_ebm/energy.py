@@ -11,7 +11,7 @@ from itertools import pairwise
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from lit_ebm.errors import require
+from lit_ebm.errors import require, require_image_shape, require_positive_int
 from lit_ebm.generators.base import Generator
 from lit_ebm.registry import register
 
@@ -40,10 +40,9 @@ class MLPEnergy(nn.Module):
         spectral_norm: bool = False,
     ) -> None:
         super().__init__()
-        require(in_features >= 1, "in_features", f"in_features must be >= 1, got {in_features}")
-        require(hidden_features >= 1, "hidden_features",
-                f"hidden_features must be >= 1, got {hidden_features}")
-        require(depth >= 1, "depth", f"depth must be >= 1 (number of hidden layers), got {depth}")
+        require_positive_int("in_features", in_features)
+        require_positive_int("hidden_features", hidden_features, "hidden_features=128")
+        require_positive_int("depth", depth, "depth=3 (hidden layers)")
         require(
             confinement > 0,
             "confinement",
@@ -83,15 +82,9 @@ class ConvEnergy(nn.Module):
         spectral_norm: bool = False,
     ) -> None:
         super().__init__()
-        require(
-            len(image_shape) == 3 and all(int(size) >= 1 for size in image_shape),
-            "image_shape",
-            f"image_shape must be (channels, height, width) of positive ints, got {image_shape}",
-        )
-        require(channels >= 1, "channels", f"channels must be >= 1, got {channels}")
-        require(depth >= 1, "depth",
-                f"depth must be >= 1 (number of downsampling stages), got {depth}")
-        in_channels, height, width = (int(size) for size in image_shape)
+        in_channels, height, width = require_image_shape(image_shape, "ConvEnergy")
+        require_positive_int("channels", channels, "channels=64")
+        require_positive_int("depth", depth, "depth=3 (downsampling stages)")
         require(
             2**depth <= min(height, width),
             "depth",

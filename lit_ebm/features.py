@@ -1,4 +1,4 @@
-"""Image features for sample-quality metrics (DESIGN.md section 7).
+"""Image features for sample-quality metrics (docs/evaluation.md).
 
 - 1x28x28 data (mnist5k, mnist, fashion_mnist): a small classifier trained by this module on
   the training split only, shipped in ``lit_ebm/weights/``; its penultimate layer (128 units)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from lit_ebm.modules.base import GenerativeModule, eval_mode
 from lit_ebm.toy2d import grid_energy
 
 
@@ -35,3 +37,15 @@ def toy2d_figure(log_density: Callable[[Tensor], Tensor], samples: Tensor,
         for channel, value in enumerate(colour):
             figure[channel, rows, cols] = value
     return figure
+
+
+@torch.no_grad()
+def render_samples(module: GenerativeModule, num_samples: int, data: Tensor | None = None
+                   ) -> Tensor:
+    """A figure of generator samples as a ``(3, H, W)`` image in [0, 1]: a grid of images, or
+    2-D points over the model's log-density (and ``data`` points, when given)."""
+    with eval_mode(module):
+        samples, _ = module.generator.sample(num_samples)
+        if module.images:
+            return image_grid(samples)
+        return toy2d_figure(module.log_density, samples, data)

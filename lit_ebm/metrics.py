@@ -1,5 +1,5 @@
 """Metrics: pooled log-means that synchronise across processes, manifold metrics of sample
-quality, and the estimators that evaluate an EBM through its generator (DESIGN.md section 7)."""
+quality, and the estimators that evaluate an EBM through its generator (docs/evaluation.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import math
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+
+from lit_ebm.objectives import log_partition_q
 
 
 def _logsumexp_over_ranks(stacked: Tensor) -> Tensor:
@@ -75,19 +77,17 @@ def precision_recall_density_coverage(real: Tensor, fake: Tensor, k: int = 5
 
 
 def log_partition_proposal(energy: Tensor, log_q: Tensor) -> dict[str, Tensor]:
-    """Importance-sampling estimate of log Z with the generator q alone as the proposal.
-
-    For x_j ~ q (j = 1..N) and weights w_j = exp(-E(x_j) - log q(x_j)),
-    log Z ~= log mean_j w_j: consistent, and biased low by Jensen's inequality for small N.
-    Its standard error by the delta method is sd(w) / (sqrt(N) mean(w)); ``ess`` is the
-    effective sample size (sum w)^2 / sum w^2. Computed in float64 in log space.
+    """:func:`lit_ebm.objectives.log_partition_q`, log Z ~= log mean_j w_j with weights
+    w_j = exp(-E(x_j) - log q(x_j)) for x_j ~ q, with its error bars. Its standard error by
+    the delta method is sd(w) / (sqrt(N) mean(w)); ``ess`` is the effective sample size
+    (sum w)^2 / sum w^2. Computed in float64 in log space.
     """
     if energy.shape != log_q.shape or energy.ndim != 1 or len(energy) < 2:
         raise ValueError(f"expected two 1-D tensors of at least 2 samples, got energy "
                          f"{tuple(energy.shape)} and log_q {tuple(log_q.shape)}")
     log_w = -energy.detach().double() - log_q.detach().double()
     n = len(log_w)
-    log_z = torch.logsumexp(log_w, dim=0) - math.log(n)
+    log_z = log_partition_q(energy.detach(), log_q.detach())
     relative = torch.exp(log_w - log_z)  # w_j / mean(w)
     return {"log_z": log_z, "stderr": relative.std() / math.sqrt(n),
             "ess": n / relative.square().mean()}

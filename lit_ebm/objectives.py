@@ -1,6 +1,6 @@
 """The mathematics of Finn, Christiano, Abbeel & Levine (2016), arXiv:1611.03852, as pure functions.
 
-Notation and sign conventions (DESIGN.md section 2):
+Notation and sign conventions (docs/mathematics.md):
 
 - ``energy`` is E(x), low = likely; the energy-based model is p_theta(x) = exp(-E(x)) / Z.
 - ``log_z`` is a learned scalar estimate of log Z (a float or a one-element tensor).
@@ -175,16 +175,26 @@ def log_partition_is(energy: Tensor, log_q: Tensor, log_z: LogZ) -> Tensor:
     return _logmeanexp(log_weights).to(energy.dtype)
 
 
+def log_partition_q(energy: Tensor, log_q: Tensor) -> Tensor:
+    """Importance-sampling estimate of log Z with the generator q alone as the proposal.
+
+    For x_j ~ q: log Z ~= log mean_j exp(-E(x_j) - log q(x_j)), in float64. Consistent, and
+    biased low for small samples by Jensen's inequality (paper eq. 4 with proposal q instead of
+    mu; :func:`lit_ebm.metrics.log_partition_proposal` adds its standard error).
+    """
+    return _logmeanexp(-energy.double() - log_q.double())
+
+
 def initial_log_z(energy: Tensor, log_q: Tensor, tol: float = 1e-10,
                   max_iter: int = 1000) -> Tensor:
     """The fixed point log_z = log_z_is of a union batch: the L_D-optimal log Z (fact 1).
 
-    Starts from the plain importance-sampling estimate with proposal q, logmeanexp(-E - log q),
-    and iterates log_z <- :func:`log_partition_is` (a contraction, paper eq. 4) until the step
+    Starts from :func:`log_partition_q` (proposal q alone) and iterates
+    log_z <- :func:`log_partition_is` (a contraction, paper eq. 4) until the step
     is below ``tol``. Used to initialise the learnable log Z from the first batch.
     """
     with torch.no_grad():
-        log_z = _logmeanexp(-energy.double() - log_q.double())
+        log_z = log_partition_q(energy, log_q)
         for _ in range(max_iter):
             updated = log_partition_is(energy.double(), log_q.double(), log_z)
             converged = abs(float(updated - log_z)) < tol

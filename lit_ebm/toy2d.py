@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -119,22 +120,13 @@ def grid_energy(
     return coords, energies.reshape(resolution, resolution)
 
 
-def log_partition_grid(
-    energy_fn: EnergyFn,
-    bound: float,
-    resolution: int,
-    *,
-    chunk_size: int = 65536,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str | None = None,
-) -> float:
+def log_partition_grid(energy_fn: EnergyFn, bound: float, resolution: int,
+                       **grid_options: Any) -> float:
     """Log of the integral of ``exp(-E(x))`` over ``[-bound, bound]^2`` (``log Z`` on the square).
 
-    Midpoint rule on the grid of :func:`grid_energy` (same keyword arguments), summed with
-    ``logsumexp`` in float64: ``log Z = logsumexp(-E) + 2 log(cell width)``.
+    Midpoint rule on the grid of :func:`grid_energy` (``grid_options`` are its keyword
+    arguments), summed with ``logsumexp`` in float64: ``log Z = logsumexp(-E) + 2 log(width)``.
     """
-    _, energies = grid_energy(
-        energy_fn, bound, resolution, chunk_size=chunk_size, dtype=dtype, device=device
-    )
+    _, energies = grid_energy(energy_fn, bound, resolution, **grid_options)
     cell_width = 2.0 * bound / resolution
     return (torch.logsumexp(-energies.reshape(-1), dim=0) + 2.0 * math.log(cell_width)).item()

@@ -64,6 +64,7 @@ def _fit(module: AdversarialEBM, steps: int, batch_size: int = 32) -> pl.Trainer
     return trainer
 
 
+@pytest.mark.slow
 def test_toy_run_logs_every_required_quantity(tmp_path: Path) -> None:
     assert main([*TOY_RUN, f"output_dir={tmp_path}", "name=adv"]) == 0
     run_dir = tmp_path / "adv" / "version_0"
@@ -239,6 +240,7 @@ def test_score_returns_energy_and_normalised_log_density() -> None:
     assert torch.allclose(scored["log_prob"], -module.energy(points) - 1.5)
 
 
+@pytest.mark.slow
 def test_generator_init_loads_ml_weights_and_refuses_other_architectures(
     tiny_run: list[str], tmp_path: Path
 ) -> None:

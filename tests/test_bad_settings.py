@@ -1,5 +1,5 @@
 """Every mistake in a run's settings is one line on stderr and exit code 2, before training
-starts, and leaves no run folder behind (issue 10)."""
+starts, and leaves no run folder behind."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "eval-fewer-samples-than-features": (_fixed("eval.every_n_epochs=1", "eval.num_samples=100",
                                                 "eval.kid_subset_size=50"), "'eval.num_samples'"),
     "eval-every-negative": (_fixed("eval.every_n_epochs=-1"), "'eval.every_n_epochs'"),
-    # families that already worked before issue 10
+    # families that were refused from the start
     "unknown-key": (_fixed("data.batch_sise=32"), "data.batch_size"),
     "wrong-type": (_fixed("data.batch_size=big"), "'data.batch_size'"),
     "missing-config-file": (_fixed("--config", "/nonexistent.yaml"), "--config"),
@@ -141,6 +141,7 @@ def test_mistake_is_one_line_exit_2_before_training(
     assert _tree(tmp_path) == before, "a failed start leaves nothing behind"
 
 
+@pytest.mark.slow
 def test_a_real_process_exits_2_without_traceback(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "lit_ebm.fit", *TINY_IMAGE_RUN, f"output_dir={tmp_path}",

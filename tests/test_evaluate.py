@@ -1,6 +1,6 @@
 """``python -m lit_ebm.evaluate`` on tiny checkpoints: the three output files, agreement with
 training's own figures, determinism, SIR at one candidate, and one-line errors for bad input;
-and FID/KID logged during training."""
+the library it runs on (settings in, typed results out); and FID/KID logged during training."""
 
 from __future__ import annotations
 
@@ -13,13 +13,18 @@ import pytest
 import torch
 from PIL import Image
 
+from lit_ebm import evaluation
 from lit_ebm.config import DataConfig
 from lit_ebm.data import build_datamodule
+from lit_ebm.errors import ConfigError
 from lit_ebm.evaluate import main as evaluate
+from lit_ebm.evaluation import EvaluationResults, EvaluationSettings, Row, SampleMetrics
 from lit_ebm.fit import main as fit
 from lit_ebm.generators import bits_per_dim
-from lit_ebm.modules import AdversarialEBM, MaximumLikelihood
+from lit_ebm.modules import AdversarialEBM, MaximumLikelihood, load_module
 from tests.tiny import TINY_IMAGE_RUN
+
+pytestmark = pytest.mark.slow
 
 TINY_ADVERSARIAL = ["model.objective=adversarial", "model.energy.residual=true",
                     "model.energy.conv.channels=8", "model.energy.conv.depth=2"]
@@ -85,9 +90,9 @@ def test_generator_and_ebm_bits_agree_with_the_model(evaluated: Path,
     data = build_datamodule(DataConfig(name="mnist5k", batch_size=500), dequantise=True)
     data.setup("validate")
     val = next(iter(data.val_dataloader()))
-    model = AdversarialEBM.load_from_checkpoint(checkpoints["adversarial"],
-                                                map_location="cpu").eval()
-    ml = MaximumLikelihood.load_from_checkpoint(checkpoints["ml"], map_location="cpu").eval()
+    model = load_module(checkpoints["adversarial"], map_location="cpu").eval()
+    ml = load_module(checkpoints["ml"], map_location="cpu").eval()
+    assert isinstance(model, AdversarialEBM) and isinstance(ml, MaximumLikelihood)
     with torch.no_grad():
         assert rows["ml/version_0"]["bpd"] == pytest.approx(
             float(ml.generator.bits_per_dim(val).mean()), rel=1e-5)
@@ -156,6 +161,9 @@ BAD = {
     "more-samples-than-training-images": (_args("--ckpt", "{ml}", "--num-samples", "5000"),
                                           "--num-samples<=4500"),
     "no-candidates": (_args("--ckpt", "{ml}", "--candidates", "0"), "--candidates"),
+    "no-samples": (_args("--ckpt", "{ml}", "--num-samples", "0"),
+                   "invalid value 0 for '--num-samples': expected a positive number"),
+    "unknown-data-set": (_args("--ckpt", "{ml}", "--data", "toy2d"), "'--data'"),
 }
 
 
@@ -170,6 +178,44 @@ def test_bad_input_is_one_line_exit_2(case: str, checkpoints: dict[str, Path], t
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     assert expected in lines[0]
     assert not (out / "results.json").exists()
+
+
+def test_the_library_takes_settings_and_returns_the_typed_rows_of_results_json(
+        evaluated: Path, checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """No command line: settings in, typed results out, the same figures as results.json; the
+    report is written only when asked for."""
+    settings = EvaluationSettings(checkpoints=[checkpoints["ml"]], num_samples=150,
+                                  kid_subset_size=100, candidates=2)
+    results = evaluation.evaluate(settings)
+    assert isinstance(results, EvaluationResults) and results.kid_subset_size == 100
+    assert results.command.startswith("python -m lit_ebm.evaluate --ckpt ")
+    real, ml = results.rows
+    assert all(isinstance(row, Row) and isinstance(row.metrics, SampleMetrics)
+               for row in results.rows)
+    assert (real.kind, ml.kind, ml.objective, ml.generator) == ("real", "generator", "mle",
+                                                                "realnvp")
+    assert ml.images.dtype == torch.uint8 and len(ml.images) == 150
+    assert ml.ebm_bpd_learned_log_z is None and ml.log_z_q is None
+    written = _results(evaluated)
+    assert ml.metrics.fid == written["rows"][1]["fid_mnist_cnn"]
+    assert _figures(results.to_dict())[:2] == _figures(written)[:2]
+    assert not (tmp_path / "lib").exists()
+    paths = evaluation.write_report(results, tmp_path / "lib")
+    assert [path.name for path in paths] == ["results.json", "results.md", "samples.png"]
+    assert _results(tmp_path / "lib") == json.loads(json.dumps(results.to_dict()))
+    assert (tmp_path / "lib" / "results.md").read_text() == evaluation.markdown_table(results)
+
+
+@pytest.mark.parametrize(("change", "flag"), [
+    ({"batch_size": 0}, "--batch-size"), ({"kid_subset_size": -3}, "--kid-subset-size"),
+    ({"checkpoints": []}, "--ckpt"), ({"device": "nonsense"}, "--device")])
+def test_a_bad_setting_names_its_flag(change: dict, flag: str, checkpoints: dict[str, Path],
+                                      tmp_path: Path) -> None:
+    settings = EvaluationSettings(**{"checkpoints": [checkpoints["ml"]], "out": tmp_path / "out",
+                                     **change})
+    with pytest.raises(ConfigError, match=rf"^invalid value .* for '{flag}': expected "):
+        evaluation.evaluate(settings)
+    assert not (tmp_path / "out").exists()
 
 
 def test_fid_and_kid_are_logged_during_training_and_leave_training_unchanged(

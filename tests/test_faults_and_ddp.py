@@ -1,4 +1,4 @@
-"""Runs that survive faults, and DDP on two CPU processes, through the CLI (issue 4)."""
+"""Runs that survive faults, and DDP on two CPU processes, through the CLI."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from lit_ebm.fit import main
 from lit_ebm.modules import AdversarialEBM
 from tests.tiny import TINY_IMAGE_RUN
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 TINY_ADVERSARIAL = [*TINY_IMAGE_RUN, "model.objective=adversarial",
                     "model.energy.conv.channels=8", "model.energy.conv.depth=2"]
@@ -28,6 +30,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "lit_ebm.fit", *args]
 
 
+@pytest.mark.ddp
 def test_ddp_on_two_cpu_processes_completes_the_run_folder(tmp_path: Path) -> None:
     """Both ranks train, and both take part in FID/KID (samples, real shards, compute)."""
     proc = subprocess.run(

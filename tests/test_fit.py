@@ -14,6 +14,8 @@ from lit_ebm.fit import main
 from lit_ebm.generators import RealNVP
 from lit_ebm.modules import MaximumLikelihood
 
+pytestmark = pytest.mark.slow
+
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:
     with open(run_dir / "metrics.csv", newline="") as file:

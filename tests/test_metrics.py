@@ -11,7 +11,8 @@ import pytest
 import torch
 from scipy import linalg, stats
 
-from lit_ebm.config import ConfigError
+from lit_ebm.errors import ConfigError
+from lit_ebm.evaluation.quality import FeatureDistances, check_sample_counts
 from lit_ebm.generators import to_levels
 from lit_ebm.metrics import (
     LogMeanExp,
@@ -19,7 +20,6 @@ from lit_ebm.metrics import (
     precision_recall_density_coverage,
     sampling_importance_resampling,
 )
-from lit_ebm.sample_quality import FeatureDistances, check_sample_counts
 
 
 def _points(*values: float) -> torch.Tensor:

@@ -16,6 +16,8 @@ from nbclient import NotebookClient
 from lit_ebm.fit import main
 from tests.tiny import TINY_IMAGE_RUN
 
+pytestmark = pytest.mark.slow
+
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 

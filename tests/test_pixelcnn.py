@@ -208,6 +208,7 @@ def _column(run_dir: Path, key: str) -> list[float]:
         return [float(row[key]) for row in csv.DictReader(file) if row.get(key)]
 
 
+@pytest.mark.slow
 def test_ml_run_lowers_val_bpd_and_its_checkpoint_reloads(ml_run: Path) -> None:
     val_bpd = _column(ml_run, "val/bpd")
     assert len(val_bpd) == 2 and val_bpd[1] < val_bpd[0] < 8.5
@@ -222,6 +223,7 @@ def test_ml_run_lowers_val_bpd_and_its_checkpoint_reloads(ml_run: Path) -> None:
     assert bpd.shape == (2,) and torch.isfinite(bpd).all()
 
 
+@pytest.mark.slow
 def test_adversarial_run_with_residual_energy_from_the_ml_checkpoint(ml_run: Path,
                                                                        tmp_path: Path) -> None:
     ml_ckpt = ml_run / "checkpoints" / "last.ckpt"
@@ -260,6 +262,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_generator_init_holding_another_generator_is_named(
     ml_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

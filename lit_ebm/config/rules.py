@@ -45,11 +45,9 @@ def one_of(*options: str) -> Check:
 
 
 def optional(check: Check) -> Check:
-    """``check``, with ``None`` allowed (the setting turned off)."""
+    """``check``, with ``None`` allowed (the setting turned off, or left to its default)."""
     def checked(value: Any) -> str | None:
-        if value is None or check(value) is None:
-            return None
-        return f"{check(value)} or null"
+        return None if value is None else check(value)
     return checked
 
 

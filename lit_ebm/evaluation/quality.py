@@ -20,6 +20,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from lit_ebm.errors import ConfigError
+from lit_ebm.features import FeatureExtractor
 from lit_ebm.generators import to_levels
 
 KID_SUBSETS = 100
@@ -100,7 +101,7 @@ def batches(count: int, batch_size: int) -> Iterator[int]:
 
 
 @torch.no_grad()
-def image_features(extractor: nn.Module, levels: Tensor, batch_size: int = 500) -> Tensor:
+def image_features(extractor: FeatureExtractor, levels: Tensor, batch_size: int = 500) -> Tensor:
     """Features ``(N, d)`` of uint8 images ``(N, C, H, W)``, on the extractor's device."""
     device = next(extractor.parameters()).device
     return torch.cat([extractor(levels[i:i + batch_size].to(device).float() / 255)

@@ -8,5 +8,9 @@ from lit_ebm.generators.mixture import GaussianMixture2d
 from lit_ebm.generators.pixelcnn import PixelCNN
 from lit_ebm.generators.realnvp import RealNVP
 
-__all__ = ["Generator", "GaussianMixture2d", "PixelCNN", "RealNVP", "RealNVP2d", "bits_per_dim",
-           "to_levels"]
+GENERATORS: dict[str, type[Generator]] = {"realnvp": RealNVP, "pixelcnn": PixelCNN,
+                                          "realnvp2d": RealNVP2d, "mixture2d": GaussianMixture2d}
+"""Each generator by its name in configs (``model.generator.name``) and results tables."""
+
+__all__ = ["GENERATORS", "Generator", "GaussianMixture2d", "PixelCNN", "RealNVP", "RealNVP2d",
+           "bits_per_dim", "to_levels"]

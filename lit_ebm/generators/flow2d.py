@@ -3,6 +3,9 @@ for toy data."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -39,8 +42,9 @@ class AffineCoupling2d(MaskedAffineCoupling):
             nn.SiLU(),
             nn.Linear(hidden_features, 2),
         )
-        nn.init.zeros_(self.conditioner[-1].weight)
-        nn.init.zeros_(self.conditioner[-1].bias)
+        out = cast(nn.Linear, self.conditioner[-1])
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
 
     def log_scale_and_shift(self, h: Tensor) -> tuple[Tensor, Tensor]:
         raw_log_scale, shift = self.conditioner(h[:, self.conditioned, None]).chunk(2, dim=1)
@@ -69,7 +73,7 @@ class RealNVP2d(FlowGenerator):
 
     def _data_to_latent(self) -> list[AffineCoupling2d]:
         """The couplings in data-to-latent order (``couplings`` is latent-to-data)."""
-        return list(reversed(self.couplings))
+        return list(reversed(cast("Sequence[AffineCoupling2d]", self.couplings)))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Map data points ``x (B, 2)`` to ``(z, log|det dz/dx|)``."""

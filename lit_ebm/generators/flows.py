@@ -69,6 +69,8 @@ class MaskedAffineCoupling(FlowLayer):
     """
 
     affine_generates: ClassVar[bool] = False
+    mask: Tensor
+    free: Tensor
 
     def __init__(self, mask: Tensor) -> None:
         super().__init__()

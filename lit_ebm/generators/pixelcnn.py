@@ -22,6 +22,7 @@ Generation for Convolutional Autoregressive Models").
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -116,6 +117,8 @@ class _Head(nn.Module):
     """Per-pixel 256-way logits for each image channel; channel c also sees channels < c of
     the same pixel through a masked 1x1 convolution of the (scaled) pixel values."""
 
+    mask: Tensor
+
     def __init__(self, image_channels: int, channels: int) -> None:
         super().__init__()
         hidden = image_channels * channels
@@ -194,10 +197,9 @@ class PixelCNN(Generator):
 
     def _check_images(self, x: Tensor) -> None:
         if x.dim() != 4 or tuple(x.shape[1:]) != self.event_shape:
-            raise ValueError(
-                f"expected images of shape (B, {', '.join(map(str, self.event_shape))}), "
-                f"got {tuple(x.shape)}; reshape the batch or fix image_shape"
-            )
+            shape = ", ".join(map(str, self.event_shape))
+            raise ValueError(f"expected images of shape (B, {shape}), got {tuple(x.shape)}; "
+                             "reshape the batch or fix image_shape")
 
     def logits(self, x: Tensor) -> Tensor:
         """Logits ``(B, 256, C, H, W)`` of every sub-pixel given the ones before it in ``x``."""
@@ -212,11 +214,9 @@ class PixelCNN(Generator):
         """Exact log-mass of the levels ``round(255 x)`` of each image; shape ``(B,)``."""
         levels = torch.round(x.detach() * (NUM_LEVELS - 1)).long()
         if not ((levels >= 0) & (levels < NUM_LEVELS)).all():
-            raise ValueError(
-                f"expected levels k / 255 in [0, 1] (the PixelCNN is discrete), got values in "
-                f"[{x.min().item():.4g}, {x.max().item():.4g}]; serve data without "
-                "dequantisation, as lit_ebm.data does for discrete generators"
-            )
+            raise ValueError(f"expected levels k / 255 in [0, 1] (the PixelCNN is discrete), got "
+                             f"values in [{x.min().item():.4g}, {x.max().item():.4g}]; serve data "
+                             "without dequantisation, as lit_ebm.data does for discrete generators")
         log_p = -F.cross_entropy(self.logits(x), levels, reduction="none")
         return log_p.flatten(1).sum(1)
 
@@ -267,6 +267,7 @@ class PixelCNN(Generator):
         x, log_q = self._new_images(u)
         x_in = _scale(x)
         n, channels, height, width = x.shape
+        layers = cast("Sequence[_GatedLayer]", self.layers)  # nn.ModuleList is untyped
         # v_inputs[l]: the vertical stack's input to gated layer l, filled row by row.
         v_inputs = [x.new_zeros(n, self.channels, height, width) for _ in self.layers]
         for i in range(height):
@@ -275,7 +276,7 @@ class PixelCNN(Generator):
             h_inputs = [x.new_zeros(n, self.channels, 1, width) for _ in self.layers]
             for j in range(width):
                 h = self.first_horizontal.at(x_in, i, j)
-                for layer, h_row, v_row in zip(self.layers, h_inputs, from_vertical, strict=True):
+                for layer, h_row, v_row in zip(layers, h_inputs, from_vertical, strict=True):
                     h_row[..., j:j + 1] = h
                     h = layer.horizontal_pixel(h_row, j, v_row[..., j:j + 1])
                 hidden = self.head.hidden(h)
@@ -292,8 +293,8 @@ class PixelCNN(Generator):
         input in ``v_inputs`` and return each layer's contribution to the horizontal stack."""
         v = self.first_vertical.at(x_in, row)
         from_vertical = []
-        for layer, v_input in zip(self.layers, v_inputs, strict=True):
-            v_input[..., row:row + 1, :] = v
-            v, to_horizontal = layer.vertical_row(v_input, row)
+        for layer, v_in in zip(cast("Sequence[_GatedLayer]", self.layers), v_inputs, strict=True):
+            v_in[..., row:row + 1, :] = v
+            v, to_horizontal = layer.vertical_row(v_in, row)
             from_vertical.append(to_horizontal)
         return from_vertical

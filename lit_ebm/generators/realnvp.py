@@ -19,6 +19,8 @@ x. Clamp only for display.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -65,6 +67,7 @@ class _CouplingNet(nn.Module):
     def __init__(self, channels: int, num_blocks: int, hidden_channels: int) -> None:
         super().__init__()
         out = nn.Conv2d(hidden_channels, 2 * channels, 3, padding=1)
+        assert out.bias is not None  # created with bias=True
         nn.init.zeros_(out.weight)
         nn.init.zeros_(out.bias)
         self.layers = nn.Sequential(
@@ -148,9 +151,10 @@ class _Scale(FlowLayer):
 
     def _layers(self) -> list[FlowLayer]:
         """The level's layers in data-to-latent order."""
+        checkerboard = cast("Sequence[FlowLayer]", self.checkerboard)
         if self.squeeze is None:
-            return list(self.checkerboard)
-        return [*self.checkerboard, self.squeeze, *self.channelwise]
+            return list(checkerboard)
+        return [*checkerboard, self.squeeze, *cast("Sequence[FlowLayer]", self.channelwise)]
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return chain_forward(self._layers(), x)
@@ -246,7 +250,7 @@ class RealNVP(FlowGenerator):
             for piece, shape in zip(z.split(sizes, dim=1), self._latent_shapes, strict=True)
         ]
         h, log_det = pieces.pop(), z.new_zeros(z.shape[0])
-        for scale in reversed(self.scales):
+        for scale in reversed(cast("Sequence[_Scale]", self.scales)):
             if not scale.last:
                 h = torch.cat([pieces.pop(), h], dim=1)
             h, scale_log_det = scale.inverse(h)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -40,6 +41,17 @@ def adam(params: Any, settings: AdamSettings) -> Adam:
 def cosine_factor(epoch: int, total_epochs: int) -> float:
     """Learning-rate factor of cosine annealing from 1 at epoch 0 to 0 at ``total_epochs``."""
     return 0.5 * (1.0 + math.cos(math.pi * min(epoch, total_epochs) / total_epochs))
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Put ``module`` in eval mode for the block, then back in the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def check_generator(generator: nn.Module) -> Generator:

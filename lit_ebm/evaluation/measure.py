@@ -1,0 +1,259 @@
+"""Measuring checkpoints: every figure of every row, returned as typed results.
+
+For every checkpoint (``MaximumLikelihood`` or ``AdversarialEBM``, image data), on fixed
+features (:mod:`lit_ebm.features`) against the validation split (docs/evaluation.md):
+
+- the generator: FID, KID (mean and std over subsets), precision, recall, density and
+  coverage of ``num_samples`` samples, and its bits/dim on the validation split;
+- for an ``AdversarialEBM``, also the EBM itself: its bits/dim from log p(x) = -E(x) - log Z
+  with the learned log Z and with a fresh importance-sampling estimate (proposal q alone, with
+  its standard error), and the same sample metrics for EBM samples drawn by
+  sampling-importance-resampling from ``candidates`` generator samples each. The
+  ``num_samples x candidates`` draws serve all three: the first candidate of each group is the
+  generator's sample, the resampled one the EBM's, and all of them estimate log Z.
+
+A real-versus-real row (as many training images against the same validation split) gives the
+floor of every figure. Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from lit_ebm.config import DataConfig
+from lit_ebm.data import ImageDataModule, LabelledImages
+from lit_ebm.errors import ConfigError
+from lit_ebm.evaluation.loading import LoadedCheckpoint, check_same_data, load_checkpoint
+from lit_ebm.evaluation.quality import (
+    FeatureDistances,
+    batches,
+    check_sample_counts,
+    generated_levels,
+    image_features,
+)
+from lit_ebm.evaluation.report import prepare_out, write_report
+from lit_ebm.evaluation.results import EvaluationResults, Row, SampleMetrics
+from lit_ebm.evaluation.settings import (
+    KID_SUBSET_SIZE,
+    EvaluationSettings,
+    default_device,
+    flag,
+)
+from lit_ebm.features import WEIGHTS_DIR, FeatureExtractor, build_feature_extractor
+from lit_ebm.generators import bits_per_dim, to_levels
+from lit_ebm.metrics import (
+    log_partition_proposal,
+    precision_recall_density_coverage,
+    sampling_importance_resampling,
+)
+from lit_ebm.modules import AdversarialEBM
+
+NEAREST_NEIGHBOURS = 5  # k of precision/recall/density/coverage, as in both papers
+
+
+@dataclass
+class EBMDraws:
+    """``num_samples`` groups of generator samples: the first of each group and the one
+    resampled by weight exp(-E - log q) as uint8 images, and the energies and log q of all."""
+
+    generator: Tensor
+    resampled: Tensor
+    energy: Tensor
+    log_q: Tensor
+
+
+@dataclass
+class ValidationBits:
+    """The generator's bits/dim on the validation split; for an EBM also the learned log Z, its
+    own bits/dim under it, and the energies of the validation images."""
+
+    bpd: float
+    log_z_learned: float | None = None
+    ebm_bpd_learned_log_z: float | None = None
+    energies: Tensor | None = None
+
+
+@dataclass
+class Reference:
+    """The images every row is measured against, the features, and the KID subset size."""
+
+    name: str
+    images: LabelledImages
+    extractor: FeatureExtractor
+    kid_subset_size: int
+
+
+@torch.no_grad()
+def validation_bits(checkpoint: LoadedCheckpoint, data_root: str | None,
+                    batch_size: int) -> ValidationBits:
+    """Bits/dim over the whole validation split of the data the checkpoint was trained on."""
+    module, generator = checkpoint.module, checkpoint.module.generator
+    config = DataConfig(**{**checkpoint.data, "root": data_root or checkpoint.data.get("root"),
+                           "batch_size": batch_size, "num_workers": 0})
+    datamodule = ImageDataModule(config, dequantise=not generator.discrete)
+    datamodule.setup("validate")
+    log_q, energy = [], []
+    for batch in DataLoader(datamodule.val_set, batch_size=batch_size):
+        batch = batch.to(module.device)
+        log_q.append(generator.log_prob(batch))
+        if isinstance(module, AdversarialEBM):
+            energy.append(module.energy(batch))
+    d, discrete = generator.num_dims, generator.discrete
+    bpd = float(bits_per_dim(torch.cat(log_q), d, discrete).mean())
+    if not energy or not isinstance(module, AdversarialEBM):
+        return ValidationBits(bpd)
+    energies = torch.cat(energy).double()
+    log_z = float(module.log_z.detach())
+    ebm_bpd = float(bits_per_dim(-energies - log_z, d, discrete).mean())
+    return ValidationBits(bpd, log_z, ebm_bpd, energies)
+
+
+@torch.no_grad()
+def sample_ebm(module: AdversarialEBM, num_samples: int, candidates: int, batch_size: int = 256,
+               label: str = "EBM") -> EBMDraws:
+    """EBM samples by sampling-importance-resampling: ``num_samples`` groups of ``candidates``
+    generator samples, one of each group drawn with probability proportional to
+    exp(-E - log q). ``label`` names the progress bar."""
+    generator = module.generator
+    groups_per_batch = max(1, batch_size // candidates)
+    first, resampled, energy, log_q = [], [], [], []
+    with tqdm(total=num_samples * candidates, desc=f"{label}: samples", unit="img",
+              disable=None, file=sys.stderr) as progress:
+        for n in batches(num_samples, groups_per_batch):
+            x, lq = generator.sample(n * candidates)
+            e = module.energy(x)
+            x = x.reshape(n, candidates, *x.shape[1:])
+            pick = sampling_importance_resampling((-e - lq).reshape(n, candidates))
+            first.append(to_levels(x[:, 0], generator.discrete).cpu())
+            resampled.append(to_levels(x[torch.arange(n), pick], generator.discrete).cpu())
+            energy.append(e.double().cpu())
+            log_q.append(lq.double().cpu())
+            progress.update(n * candidates)
+    return EBMDraws(torch.cat(first), torch.cat(resampled), torch.cat(energy), torch.cat(log_q))
+
+
+def _ebm_rows(checkpoint: LoadedCheckpoint, module: AdversarialEBM, settings: EvaluationSettings,
+              bits: ValidationBits, start: float) -> list[Row]:
+    """An EBM's generator row, with its own bits/dim and log Z, and its resampled row;
+    ``module`` is ``checkpoint.module``."""
+    m = settings.candidates
+    assert bits.energies is not None  # validation_bits keeps an EBM's energies
+    draws = sample_ebm(module, settings.num_samples, m, settings.batch_size, checkpoint.label)
+    estimate = log_partition_proposal(draws.energy, draws.log_q)
+    g = module.generator
+    ebm_bpd = bits_per_dim(-bits.energies - estimate["log_z"], g.num_dims, g.discrete).mean()
+    common = {"path": str(checkpoint.path), "generator": checkpoint.generator,
+              "data": checkpoint.data["name"], "candidates": m}
+    generator = Row(
+        label=checkpoint.label, kind="generator", objective=checkpoint.objective, **common,
+        bpd=bits.bpd, log_z_learned=bits.log_z_learned,
+        ebm_bpd_learned_log_z=bits.ebm_bpd_learned_log_z, log_z_q=float(estimate["log_z"]),
+        log_z_q_stderr=float(estimate["stderr"]), log_z_q_ess=float(estimate["ess"]),
+        log_z_q_samples=len(draws.energy), ebm_bpd_is_log_z=float(ebm_bpd),
+        seconds_sampling=time.perf_counter() - start, images=draws.generator)
+    resampled = Row(label=f"{checkpoint.label} EBM (SIR, M={m})", kind="ebm_resampled",
+                    objective="ebm (resampled)", **common, images=draws.resampled)
+    return [generator, resampled]
+
+
+def checkpoint_rows(checkpoint: LoadedCheckpoint, settings: EvaluationSettings) -> list[Row]:
+    """The generator row of one checkpoint, and for an EBM its resampled row; sample metrics
+    come from :func:`with_sample_metrics`."""
+    start = time.perf_counter()
+    bits = validation_bits(checkpoint, settings.data_root, settings.batch_size)
+    torch.manual_seed(settings.seed)
+    if isinstance(checkpoint.module, AdversarialEBM):
+        return _ebm_rows(checkpoint, checkpoint.module, settings, bits, start)
+    generator = checkpoint.module.generator
+    images = generated_levels(generator.sample, generator.discrete, settings.num_samples,
+                              settings.batch_size)
+    return [Row(label=checkpoint.label, kind="generator", path=str(checkpoint.path),
+                objective=checkpoint.objective, generator=checkpoint.generator,
+                data=checkpoint.data["name"], bpd=bits.bpd,
+                seconds_sampling=time.perf_counter() - start, images=images)]
+
+
+def with_sample_metrics(rows: list[Row], reference: Reference, seed: int) -> list[Row]:
+    """``rows`` with FID, KID, precision, recall, density and coverage against the validation
+    split (KID subsets drawn with ``seed``)."""
+    extractor = reference.extractor
+    real = image_features(extractor, reference.images.val_images)
+    distances = FeatureDistances(extractor.num_features, reference.kid_subset_size)
+    distances = distances.to(real.device)
+    distances.update(real, real=True)
+    measured = []
+    for row in tqdm(rows, desc="metrics", disable=None, file=sys.stderr):
+        fake = image_features(extractor, row.images)
+        distances.update(fake, real=False)
+        values = {**distances.compute(seed=seed),
+                  **precision_recall_density_coverage(real, fake, NEAREST_NEIGHBOURS)}
+        distances.reset_fake()
+        measured.append(replace(row, features=extractor.name, num_samples=len(row.images),
+                                metrics=SampleMetrics(**values)))
+    return measured
+
+
+def load_reference(data_name: str, root: str | None, settings: EvaluationSettings,
+                   device: torch.device) -> Reference:
+    """The data set and its feature extractor; refuses sample counts they cannot serve."""
+    data = ImageDataModule(DataConfig(name=data_name, root=root), dequantise=False).load()
+    extractor = build_feature_extractor(data_name, settings.inception_weights).to(device)
+    num_real, num_train = len(data.val_images), len(data.train_images)
+    kid_subset_size = settings.kid_subset_size
+    if kid_subset_size is None:
+        kid_subset_size = min(KID_SUBSET_SIZE, num_real)
+    check_sample_counts(settings.num_samples, num_real, extractor.num_features, kid_subset_size,
+                        flag("num_samples"), flag("kid_subset_size"))
+    if settings.num_samples > num_train:
+        raise ConfigError(f"{flag('num_samples')} {settings.num_samples} exceeds the {num_train}"
+                          " training images that the real-versus-real row draws from: use "
+                          f"{flag('num_samples')}<={num_train}")
+    return Reference(data_name, data, extractor, kid_subset_size)
+
+
+def _classifier_accuracy(features_name: str) -> dict[str, Any] | None:
+    report = WEIGHTS_DIR / f"{features_name}.json"
+    return json.loads(report.read_text()) if report.is_file() else None
+
+
+def evaluate(settings: EvaluationSettings) -> EvaluationResults:
+    """Measure the checkpoints of ``settings`` beside a real-versus-real row, and write the
+    report to ``settings.out`` when it is set. Bad input raises
+    :class:`~lit_ebm.errors.ConfigError` (naming the flag) before anything is measured."""
+    settings.check()
+    start = time.perf_counter()
+    device = torch.device(settings.device or default_device())
+    checkpoints = [load_checkpoint(path, settings.data, device) for path in settings.checkpoints]
+    data_name = check_same_data(checkpoints)
+    root = settings.data_root or checkpoints[0].data.get("root")
+    reference = load_reference(data_name, root, settings, device)
+    if settings.out is not None:
+        prepare_out(Path(settings.out))
+    torch.manual_seed(settings.seed)
+    train_images = reference.images.train_images
+    baseline = train_images[torch.randperm(len(train_images))[:settings.num_samples]]
+    rows = [Row(label="real: training split", kind="real", objective="real", data=data_name,
+                images=baseline)]
+    for checkpoint in checkpoints:
+        rows += checkpoint_rows(checkpoint, settings)
+    rows = with_sample_metrics(rows, reference, settings.seed)
+    features = reference.extractor.name
+    results = EvaluationResults(
+        command=settings.command_line(), data=reference.name, features=features,
+        features_classifier=_classifier_accuracy(features), num_samples=settings.num_samples,
+        num_real=len(reference.images.val_images), kid_subset_size=reference.kid_subset_size,
+        nearest_neighbours=NEAREST_NEIGHBOURS, candidates=settings.candidates,
+        seed=settings.seed, device=str(device), rows=rows, seconds=time.perf_counter() - start)
+    if settings.out is not None:
+        write_report(results, settings.out)
+    return results

@@ -1,0 +1,92 @@
+"""What an evaluation returns: typed rows and results, and their results.json form."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from torch import Tensor
+
+SAMPLE_METRICS = ("fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage")
+RowKind = Literal["real", "generator", "ebm_resampled"]
+
+
+def figure_key(figure: str, features: str) -> str:
+    """The results.json key of ``figure``: sample metrics are named by their features."""
+    return f"{figure}_{features}" if figure in SAMPLE_METRICS else figure
+
+
+@dataclass(frozen=True)
+class SampleMetrics:
+    """A set of images against the validation split, on fixed features: FID, KID (mean and
+    standard deviation over subsets), precision, recall, density and coverage."""
+
+    fid: float
+    kid_mean: float
+    kid_std: float
+    precision: float
+    recall: float
+    density: float
+    coverage: float
+
+
+@dataclass(kw_only=True)
+class Row:
+    """One line of the results: a set of images and everything measured on it. Figures that do
+    not apply to the row (the EBM's for a generator trained by maximum likelihood) are None."""
+
+    label: str
+    kind: RowKind
+    path: str | None = None  # the checkpoint
+    objective: str  # "real", "mle", "adversarial" or "ebm (resampled)"
+    generator: str | None = None  # its model.generator.name
+    data: str
+    bpd: float | None = None  # the generator's bits/dim on the validation split
+    log_z_learned: float | None = None
+    ebm_bpd_learned_log_z: float | None = None  # -E - log Z with the learned log Z
+    candidates: int | None = None  # generator samples per resampled EBM sample
+    log_z_q: float | None = None  # importance-sampling estimate of log Z, proposal q alone
+    log_z_q_stderr: float | None = None
+    log_z_q_ess: float | None = None  # its effective sample size
+    log_z_q_samples: int | None = None
+    ebm_bpd_is_log_z: float | None = None  # -E - log Z with log_z_q
+    seconds_sampling: float | None = None
+    features: str | None = None  # the feature extractor of ``metrics``
+    num_samples: int | None = None
+    metrics: SampleMetrics | None = None
+    images: Tensor = field(repr=False, compare=False)  # uint8 (N, C, H, W)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as in results.json: the figures that apply, sample metrics named by their
+        features (``fid_mnist_cnn``)."""
+        row = {item.name: getattr(self, item.name) for item in fields(self)
+               if item.name not in ("metrics", "images") and getattr(self, item.name) is not None}
+        if self.metrics is not None and self.features is not None:
+            row.update({figure_key(name, self.features): value
+                        for name, value in asdict(self.metrics).items()})
+        return row
+
+
+@dataclass(kw_only=True)
+class EvaluationResults:
+    """Every row (the real-versus-real row first) and how they were measured."""
+
+    command: str
+    data: str
+    features: str  # the feature extractor of every row's sample metrics
+    features_classifier: dict[str, Any] | None  # its accuracy report, for classifier features
+    num_samples: int
+    num_real: int  # images in the validation split, the reference of every sample metric
+    reference: str = "validation split"
+    kid_subset_size: int
+    nearest_neighbours: int  # k of precision, recall, density and coverage
+    candidates: int
+    seed: int
+    device: str
+    rows: list[Row]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of results.json."""
+        results = {item.name: getattr(self, item.name) for item in fields(self)}
+        return {**results, "rows": [row.to_dict() for row in self.rows]}

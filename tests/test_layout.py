@@ -1,0 +1,35 @@
+"""The package's layering: networks and modules know nothing of the config, and the paper's
+mathematics depends on nothing but torch."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "lit_ebm"
+MODELS = [*sorted((PACKAGE / "generators").glob("*.py")), *sorted((PACKAGE / "modules").glob(
+    "*.py")), PACKAGE / "energy.py", PACKAGE / "registry.py", PACKAGE / "objectives.py"]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, by its dotted name."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_models_do_not_import_the_config(path: Path) -> None:
+    config = {name for name in imported_modules(path) if name.startswith("lit_ebm.config")}
+    assert not config, f"{path.name} imports {config}: take plain arguments instead"
+
+
+def test_objectives_hold_only_mathematics() -> None:
+    imported = imported_modules(PACKAGE / "objectives.py")
+    assert imported <= {"__future__", "math", "torch", "torch.nn.functional"}, imported
