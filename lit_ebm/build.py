@@ -104,7 +104,11 @@ def build_module(cfg: Config, event_shape: tuple[int, ...]) -> GenerativeModule:
     return AdversarialEBM(generator, energy, asdict(model.generator_optim),
                           asdict(model.energy_optim), n_critic=model.n_critic,
                           energy_reg=model.energy_reg, lr_schedule=model.lr_schedule,
-                          grad_clip_norm=model.grad_clip_norm)
+                          grad_clip_norm=model.grad_clip_norm, r1_gamma=model.r1_gamma,
+                          log_z_tracking=model.log_z_tracking,
+                          generator_objective=model.generator_objective,
+                          nll_weight=model.nll_weight,
+                          sticking_the_landing=model.sticking_the_landing)
 
 
 def check_resume(ckpt_path: Path, cfg: Config, module: GenerativeModule) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
@@ -18,6 +19,30 @@ from lit_ebm.registry import register
 
 def _maybe_spectral_norm(layer: nn.Module, enabled: bool) -> nn.Module:
     return _spectral_norm(layer) if enabled else layer
+
+
+class _ZeroGain(nn.Module):
+    """``gain * layer(h)`` with a learnable ``gain`` that starts at 0 (a spectrally normalised
+    weight cannot itself start at zero: its norm would be 0)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+        self.gain = nn.Parameter(torch.zeros(()))
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.gain * self.layer(h)
+
+
+def _output_layer(in_features: int, spectral_norm: bool, zero_init: bool) -> nn.Module:
+    """The scalar output layer; with ``zero_init`` its output is exactly 0 for every input at
+    the start, so a residual EBM q0 exp(-f) / Z starts as q0 itself."""
+    linear = nn.Linear(in_features, 1)
+    if zero_init and not spectral_norm:
+        nn.init.zeros_(linear.weight)
+        nn.init.zeros_(linear.bias)
+    layer = _maybe_spectral_norm(linear, spectral_norm)
+    return _ZeroGain(layer) if zero_init and spectral_norm else layer
 
 
 @register
@@ -38,6 +63,7 @@ class MLPEnergy(nn.Module):
         depth: int = 3,
         confinement: float = 0.1,
         spectral_norm: bool = False,
+        zero_init: bool = False,
     ) -> None:
         super().__init__()
         require_positive_int("in_features", in_features)
@@ -54,7 +80,7 @@ class MLPEnergy(nn.Module):
         for width_in, width_out in pairwise(widths):
             linear = nn.Linear(width_in, width_out)
             layers += [_maybe_spectral_norm(linear, spectral_norm), nn.SiLU()]
-        layers.append(_maybe_spectral_norm(nn.Linear(hidden_features, 1), spectral_norm))
+        layers.append(_output_layer(hidden_features, spectral_norm, zero_init))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -71,7 +97,8 @@ class ConvEnergy(nn.Module):
     ``channels * 2**i`` channels and is a 3x3 convolution followed by a stride-2 3x3 convolution
     (halving height and width, rounding up), each followed by SiLU. Global average pooling and a
     linear layer give one scalar per image. ``spectral_norm=True`` wraps every convolution and the
-    final linear layer in :func:`torch.nn.utils.parametrizations.spectral_norm`.
+    final linear layer in :func:`torch.nn.utils.parametrizations.spectral_norm`; ``zero_init=True``
+    makes the output exactly 0 at the start.
     """
 
     def __init__(
@@ -80,6 +107,7 @@ class ConvEnergy(nn.Module):
         channels: int = 64,
         depth: int = 3,
         spectral_norm: bool = False,
+        zero_init: bool = False,
     ) -> None:
         super().__init__()
         in_channels, height, width = require_image_shape(image_shape, "ConvEnergy")
@@ -104,7 +132,7 @@ class ConvEnergy(nn.Module):
             layers += [conv(out_channels, out_channels, 2), nn.SiLU()]
             in_channels = out_channels
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        layers.append(_maybe_spectral_norm(nn.Linear(in_channels, 1), spectral_norm))
+        layers.append(_output_layer(in_channels, spectral_norm, zero_init))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -15,6 +15,8 @@ The paper's three facts, exact on any finite batch with equal-size real and fake
 2. At that log_z, the gradient of :func:`discriminator_loss` w.r.t. the energy's parameters equals
    that of :func:`guided_cost_loss`, with no constant factor.
 3. mean over x- of -l(x-) = log_z + :func:`generator_loss_reparameterised`.
+
+Generator objectives beyond the paper (hybrid, forward KL): :mod:`lit_ebm.generator_objectives`.
 """
 
 from __future__ import annotations
@@ -239,6 +241,14 @@ def energy_magnitude_penalty(energy_real: Tensor, energy_fake: Tensor) -> Tensor
     """
     _check_1d(energy_real=energy_real, energy_fake=energy_fake)
     return torch.cat([energy_real, energy_fake]).square().mean()
+
+
+def r1_penalty(grad_real: Tensor) -> Tensor:
+    """R1 gradient penalty (Mescheder, Geiger & Nowozin 2018): 1/2 mean ||grad_x f(x+)||^2 over
+    the data batch, from per-example input gradients ``(B, ...)``; the caller multiplies it by
+    gamma. It keeps the energy flat where the data are, so the discriminator cannot win by
+    sharp cues there."""
+    return 0.5 * grad_real.flatten(1).square().sum(dim=1).mean()
 
 
 def discriminator_stats(logits_real: Tensor, logits_fake: Tensor) -> dict[str, Tensor]:

@@ -1,4 +1,5 @@
-"""Tests of lit_ebm.objectives: the paper's three facts as exact identities, and the estimators."""
+"""Tests of lit_ebm.objectives: the paper's three facts as exact identities, and the estimators;
+and of lit_ebm.generator_objectives: the hybrid and forward-KL generator losses."""
 
 from __future__ import annotations
 

@@ -38,6 +38,10 @@ def non_negative(value: Any) -> str | None:
     return None if value >= 0 else "a number >= 0"
 
 
+def unit_interval(value: Any) -> str | None:
+    return None if 0.0 <= value <= 1.0 else "a number in [0, 1]"
+
+
 def one_of(*options: str) -> Check:
     def check(value: Any) -> str | None:
         return None if value in options else f"one of {', '.join(options)}"

@@ -20,7 +20,9 @@ from lit_ebm.config.rules import (
     optional,
     positive,
     setting,
+    unit_interval,
 )
+from lit_ebm.modules.adversarial import GENERATOR_OBJECTIVES
 from lit_ebm.toy2d import TOY2D_SHAPES
 
 IMAGE_DATASETS = ("mnist5k", "mnist", "fashion_mnist", "cifar10")
@@ -97,6 +99,7 @@ class ConvEnergyConfig:
     channels: int = 64
     depth: int = 3
     spectral_norm: bool = False
+    zero_init: bool = False  # output exactly 0 at the start (a residual EBM starts as q_init)
 
 
 @dataclass
@@ -107,6 +110,7 @@ class MLPEnergyConfig:
     depth: int = 3
     confinement: float = 0.1
     spectral_norm: bool = False
+    zero_init: bool = False  # the MLP's output exactly 0 at the start
 
 
 @dataclass
@@ -144,6 +148,13 @@ class ModelConfig:
     )
     n_critic: int = setting(1, positive)  # energy steps per generator step
     energy_reg: float = setting(0.0, non_negative)  # alpha in alpha * mean(E^2)
+    r1_gamma: float = setting(0.0, non_negative)  # gamma/2 E_data ||grad_x f||^2 (0: off)
+    # before each energy step, log Z <- (1 - m) log Z + m * (the batch's L_D-optimal log Z)
+    log_z_tracking: float = setting(0.0, unit_interval)  # m; 0: log Z moves by Adam alone
+    # the generator's loss: the paper's reverse_kl, hybrid (+ nll_weight * NLL), forward_kl
+    generator_objective: str = setting("reverse_kl", one_of(*GENERATOR_OBJECTIVES))
+    nll_weight: float = setting(1.0, non_negative)  # hybrid's lambda
+    sticking_the_landing: bool = False  # continuous generators: L_G's log q at fixed parameters
 
 
 @dataclass

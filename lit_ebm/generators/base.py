@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 
 def bits_per_dim(log_q: Tensor, num_dims: int, discrete: bool) -> Tensor:
@@ -62,6 +63,21 @@ class Generator(nn.Module, ABC):
         For continuous generators both outputs carry gradients to the parameters.
         """
 
+    def log_prob_at_fixed_parameters(self, x: Tensor) -> Tensor:
+        """``log q(x)`` with every parameter detached: gradients reach ``x``, never the parameters.
+
+        The "sticking the landing" estimator (Roeder, Wu & Duvenaud 2017). For a reparameterised
+        sample x = g(z) the total derivative of log q(g(z)) in the parameters is the path term
+        grad_x log q(x) . dx/dparams plus the score, the derivative of log q at fixed x. The score
+        has mean zero under q (E_q[grad log q] = grad of the integral of q = 0), so dropping it
+        leaves the gradient of E_q[E(x) + log q(x)] unbiased, and its variance vanishes where
+        q matches the target. Meant for continuous (reparameterised) generators; for discrete
+        ones x has no path to the parameters and this is log q with no parameter gradient.
+        """
+        params = {f"generator.{name}": param.detach() for name, param in self.named_parameters()}
+        buffers = {f"generator.{name}": buffer for name, buffer in self.named_buffers()}
+        return functional_call(_LogProb(self), {**params, **buffers}, (x,))
+
     def bits_per_dim(self, x: Tensor) -> Tensor:
         """Bits per dimension of each image in ``x`` (see :func:`bits_per_dim`)."""
         return bits_per_dim(self.log_prob(x), self.num_dims, self.discrete)
@@ -69,3 +85,14 @@ class Generator(nn.Module, ABC):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+
+class _LogProb(nn.Module):
+    """``generator.log_prob`` as a module's ``forward``, so that ``functional_call`` can run it."""
+
+    def __init__(self, generator: Generator) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.generator.log_prob(x)

@@ -11,13 +11,20 @@ import torch
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
-from lit_ebm import objectives
+from lit_ebm import generator_objectives, objectives
 from lit_ebm.energy import ResidualEnergy
 from lit_ebm.generators.base import Generator
-from lit_ebm.metrics import LogMeanExp, log_partition_proposal
+from lit_ebm.metrics import LogMeanExp
 from lit_ebm.modules.base import ADAM_DEFAULTS, AdamSettings, GenerativeModule
+from lit_ebm.modules.training_stats import (
+    discriminator_stats,
+    generator_stats,
+    input_gradient_norms,
+)
 from lit_ebm.registry import NetworkSpec, as_network
 
+GENERATOR_OBJECTIVES = ("reverse_kl", "hybrid", "forward_kl")
+LOSS_NAMES = {"energy": "train/loss_d", "generator": "train/loss_g"}
 ENERGY_ADAM: AdamSettings = {"lr": 1e-4, "betas": [0.5, 0.999], "weight_decay": 0.0}
 
 
@@ -47,20 +54,36 @@ class AdversarialEBM(GenerativeModule):
     """Energy E, learnable log Z and generator q trained as in Finn et al. (2016), section 3.
 
     Each batch draws one generated batch for an energy step on L_D and, every ``n_critic``-th
-    batch, a generator step on L_G with the energy as that energy step left it:
-    reparameterised for continuous generators, score-function for discrete ones.
+    batch, a generator step with the energy as that energy step left it. The generator's
+    objective is the paper's reverse KL (``"reverse_kl"``: L_G, reparameterised for continuous
+    generators, by the score function for discrete ones), ``"hybrid"`` (L_G plus ``nll_weight``
+    times the data's negative log-likelihood) or ``"forward_kl"`` (KL(p || q) by
+    self-normalised importance weights); see docs/mathematics.md.
+
+    ``sticking_the_landing`` evaluates L_G's log q at fixed generator parameters (continuous
+    generators); ``r1_gamma`` adds gamma/2 E_data ||grad_x f||^2 to the energy loss;
+    ``log_z_tracking`` = m moves log Z a fraction m of the way to the batch's L_D-optimal value
+    before every energy step (m = 1: the energy step is then the paper's IRL gradient exactly).
     """
 
     def __init__(self, generator: Generator | NetworkSpec, energy: nn.Module | NetworkSpec,
                  generator_optim: AdamSettings = ADAM_DEFAULTS,
                  energy_optim: AdamSettings = ENERGY_ADAM, n_critic: int = 1,
                  energy_reg: float = 0.0, lr_schedule: str = "constant",
-                 grad_clip_norm: float | None = None) -> None:
+                 grad_clip_norm: float | None = None, r1_gamma: float = 0.0,
+                 log_z_tracking: float = 0.0, generator_objective: str = "reverse_kl",
+                 nll_weight: float = 1.0, sticking_the_landing: bool = False) -> None:
         super().__init__(generator, lr_schedule, grad_clip_norm)
+        if generator_objective not in GENERATOR_OBJECTIVES:
+            raise ValueError(f"generator_objective must be one of {GENERATOR_OBJECTIVES}, got "
+                             f"{generator_objective!r}")
         self.automatic_optimization = False
         self.energy = as_network(energy, "energy")
         self.generator_optim, self.energy_optim = dict(generator_optim), dict(energy_optim)
-        self.n_critic, self.energy_reg = n_critic, energy_reg
+        self.n_critic, self.energy_reg, self.r1_gamma = n_critic, energy_reg, r1_gamma
+        self.log_z_tracking = log_z_tracking
+        self.generator_objective, self.nll_weight = generator_objective, nll_weight
+        self.sticking_the_landing = sticking_the_landing
         self.log_z = nn.Parameter(torch.zeros(()))
         self.log_z_initialised: Tensor
         self.register_buffer("log_z_initialised", torch.tensor(False))
@@ -77,30 +100,72 @@ class AdversarialEBM(GenerativeModule):
 
         # Energy step: minimise L_D over E and log Z, with samples and log q held fixed.
         energy_real, energy_fake = self.energy(x_real), fake.energy(self.energy, detach=True)
-        if not self.log_z_initialised:
-            self.initialise_log_z(torch.cat([energy_real, energy_fake]).detach(),
-                                  torch.cat([log_q_real, log_q_fake]))
+        self.track_log_z(torch.cat([energy_real, energy_fake]).detach(),
+                         torch.cat([log_q_real, log_q_fake]))
         loss_d = objectives.discriminator_loss(energy_real, energy_fake, self.log_z,
                                                log_q_real, log_q_fake)
-        penalty = objectives.energy_magnitude_penalty(energy_real, energy_fake)
-        self.optimise(energy_opt, loss_d + self.energy_reg * penalty, "train/loss_d")
+        penalty = self.energy_reg * objectives.energy_magnitude_penalty(energy_real, energy_fake)
+        logging = (batch_idx + 1) % self.trainer.log_every_n_steps == 0  # type: ignore[attr-defined]
+        if self.r1_gamma > 0 or logging:
+            grad_real, grad_fake = self.energy_input_gradients(x_real, fake.x)
+            penalty = penalty + self.r1_gamma * objectives.r1_penalty(grad_real)
+            self.log_dict({"train/grad_x_energy_real": input_gradient_norms(grad_real.detach()),
+                           "train/grad_x_energy_fake": input_gradient_norms(grad_fake)})
+        self.optimise(energy_opt, loss_d + penalty, "energy", loss_d)
 
-        # Generator step: minimise L_G = E_q[E(x) + log q(x)] (eq. 2) under the new energy.
+        # Generator step: the generator objective (the paper's L_G, eq. 2) under the new energy.
         if generator_turn:
             with self.toggled_optimizer(generator_opt):
-                if self.generator.discrete:  # score function with a leave-one-out baseline
-                    with torch.no_grad():
-                        energy_new = fake.energy(self.energy, detach=True)
-                    surrogate = objectives.generator_loss_score_function(energy_new, fake.log_q)
-                    loss_g = objectives.generator_loss_reparameterised(energy_new, log_q_fake)
-                else:  # reparameterised: through x- and log q(x-)
-                    surrogate = loss_g = objectives.generator_loss_reparameterised(
-                        fake.energy(self.energy), fake.log_q)
-                self.optimise(generator_opt, surrogate, "train/loss_g", value=loss_g)
-            self.log("train/loss_g", loss_g.detach(), prog_bar=True)
-        self.log_energy_stats(energy_real.detach(), energy_fake.detach(), log_q_real,
-                              log_q_fake, loss_d.detach())
+                surrogate, loss_g = self.generator_loss(fake, x_real)
+                self.optimise(generator_opt, surrogate, "generator", loss_g)
+            self.log("train/loss_g", loss_g, prog_bar=True)
+        self.log_dict({f"train/{k}": v for k, v in {
+            "loss_d": loss_d.detach(),
+            **discriminator_stats(energy_real.detach(), energy_fake.detach(), log_q_real,
+                                  log_q_fake, self.log_z.detach()),
+            **generator_stats(fake.x.detach(), log_q_fake, fake.log_q_base,
+                              self.continuous_images)}.items()}, batch_size=len(x_real))
+        self.log("train/log_z", self.log_z.detach(), prog_bar=True)
         self.log_train_likelihood(log_q_real)
+
+    def generator_loss(self, fake: GeneratedBatch, x_real: Tensor) -> tuple[Tensor, Tensor]:
+        """The loss to differentiate for the generator objective, and the value of
+        L_G = mean(E + log q) under the current energy (detached, for monitoring)."""
+        with torch.set_grad_enabled(not self.generator.discrete):
+            energy = fake.energy(self.energy, detach=self.generator.discrete)
+        value = (energy + fake.log_q).detach().mean()
+        if self.generator_objective == "forward_kl":  # log q at the samples, no score term
+            log_q = fake.log_q if self.generator.discrete else self.generator.log_prob(
+                fake.x.detach())
+            return generator_objectives.generator_loss_forward_kl(energy.detach(), log_q), value
+        log_q = fake.log_q  # reparameterised: carries the path through x- unless discrete
+        if self.sticking_the_landing and not self.generator.discrete:
+            log_q = self.generator.log_prob_at_fixed_parameters(fake.x)
+        if self.generator_objective == "hybrid":
+            loss = generator_objectives.generator_loss_hybrid(
+                energy, log_q, self.generator.log_prob(x_real), self.nll_weight,
+                score_function=self.generator.discrete)
+        elif self.generator.discrete:  # score function with a leave-one-out baseline
+            loss = objectives.generator_loss_score_function(energy, log_q)
+        else:
+            loss = objectives.generator_loss_reparameterised(energy, log_q)
+        return loss, value
+
+    @property
+    def continuous_images(self) -> bool:
+        return self.images and not self.generator.discrete
+
+    def energy_input_gradients(self, x_real: Tensor, x_fake: Tensor) -> tuple[Tensor, Tensor]:
+        """grad_x f on both batches, f the energy's learnable part (a residual energy's net):
+        with a graph on the data batch when the R1 penalty needs one."""
+        learnable = self.energy.net if isinstance(self.energy, ResidualEnergy) else self.energy
+        grads = []
+        for x, graph in ((x_real, self.r1_gamma > 0), (x_fake, False)):
+            x = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                (grad,) = torch.autograd.grad(learnable(x).sum(), x, create_graph=graph)
+            grads.append(grad)
+        return grads[0], grads[1]
 
     def generate(self, num_samples: int, keep_graph: bool) -> GeneratedBatch:
         """Draw x- ~ q with log q(x-) (and log q0(x-) for a residual energy), with the graphs
@@ -122,23 +187,33 @@ class AdversarialEBM(GenerativeModule):
             base = energy.base.log_prob(x) if isinstance(energy, ResidualEnergy) else None
         return GeneratedBatch(x, log_q, base)
 
-    def optimise(self, optimizer: LightningOptimizer, loss: Tensor, name: str,
-                 value: Tensor | None = None) -> None:
-        """One step of ``optimizer`` on ``loss``, refused if ``value`` (the loss) is not
-        finite."""
-        self.check_finite(name, loss if value is None else value)
+    def optimise(self, optimizer: LightningOptimizer, loss: Tensor, role: str,
+                 value: Tensor) -> None:
+        """One step of ``optimizer`` on ``loss``, refused if ``value`` (the objective being
+        optimised) is not finite; logs the gradient norm before clipping and whether it was
+        clipped."""
+        self.check_finite(f"{LOSS_NAMES[role]} ({role} objective)", value)
         optimizer.zero_grad()
         self.manual_backward(loss)
-        self.clip(optimizer)
+        norm = self.clip(optimizer)
         optimizer.step()
+        self.log(f"train/grad_norm_{role}", norm)
+        if self.grad_clip_norm is not None:
+            self.log(f"train/clipped_{role}", (norm > self.grad_clip_norm).float())
 
-    def initialise_log_z(self, energy: Tensor, log_q: Tensor) -> None:
-        """Set log Z to the first batch's importance-sampling fixed point, mean over ranks."""
-        value = self.trainer.strategy.reduce(objectives.initial_log_z(energy, log_q),
-                                             reduce_op="mean")
-        with torch.no_grad():
-            self.log_z.fill_(float(value))
-            self.log_z_initialised.fill_(True)
+    def track_log_z(self, energy: Tensor, log_q: Tensor) -> None:
+        """Move log Z toward the union batch's L_D-optimal value (fact 1), the mean over ranks:
+        all the way on the first batch, a fraction ``log_z_tracking`` after it; logs
+        ``train/log_z_gap``, the learned log Z minus that optimum."""
+        optimum = self.trainer.strategy.reduce(objectives.initial_log_z(energy, log_q),
+                                               reduce_op="mean")
+        step = self.log_z_tracking if bool(self.log_z_initialised) else 1.0
+        if bool(self.log_z_initialised):
+            self.log("train/log_z_gap", self.log_z.detach() - optimum)
+        if step > 0:
+            with torch.no_grad():
+                self.log_z.lerp_(torch.as_tensor(optimum, dtype=self.log_z.dtype), step)
+        self.log_z_initialised.fill_(True)
 
     def score(self, x: Tensor) -> dict[str, Tensor]:
         """The learned EBM p_theta(x) = exp(-E(x)) / Z at ``x``: ``energy`` E(x) and
@@ -169,26 +244,6 @@ class AdversarialEBM(GenerativeModule):
         if values.numel() > 1 and not torch.all(values == values.flatten()[0]):
             raise RuntimeError(f"log_z differs across ranks at the end of training: "
                                f"{values.flatten().tolist()}")
-
-    def log_energy_stats(self, energy_real: Tensor, energy_fake: Tensor, log_q_real: Tensor,
-                         log_q_fake: Tensor, loss_d: Tensor) -> None:
-        log_z = self.log_z.detach()
-        logits_real = objectives.discriminator_logits(energy_real, log_z, log_q_real)
-        logits_fake = objectives.discriminator_logits(energy_fake, log_z, log_q_fake)
-        log_z_is = objectives.log_partition_is(torch.cat([energy_real, energy_fake]),
-                                               torch.cat([log_q_real, log_q_fake]), log_z)
-        stats = {
-            "train/loss_d": loss_d,
-            "train/log_z_is": log_z_is,
-            "train/log_z_q": log_partition_proposal(energy_fake, log_q_fake)["log_z"].float(),
-            "train/energy_real": energy_real.mean(),
-            "train/energy_fake": energy_fake.mean(),
-            "train/entropy": -log_q_fake.mean(),
-            **{f"train/{k}": v for k, v in
-               objectives.discriminator_stats(logits_real, logits_fake).items()},
-        }
-        self.log_dict(stats, batch_size=len(energy_real))
-        self.log("train/log_z", log_z, prog_bar=True)
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         super().validation_step(batch, batch_idx)

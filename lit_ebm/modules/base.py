@@ -135,12 +135,18 @@ class GenerativeModule(pl.LightningModule):
             configured.append(entry)
         return configured[0] if len(configured) == 1 else configured
 
-    def clip(self, optimizer: Optimizer | LightningOptimizer) -> None:
-        """Clip ``optimizer``'s gradient norm to ``grad_clip_norm`` when it is set."""
+    def clip(self, optimizer: Optimizer | LightningOptimizer) -> Tensor:
+        """Clip ``optimizer``'s gradient norm to ``grad_clip_norm`` when it is set; returns the
+        norm before clipping."""
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]
+                 if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
+                                                     for g in grads])) if grads else torch.zeros(())
         if self.grad_clip_norm is not None:
             self.clip_gradients(optimizer,  # type: ignore[arg-type]
                                 gradient_clip_val=self.grad_clip_norm,
                                 gradient_clip_algorithm="norm")
+        return norm.detach()
 
     def check_finite(self, name: str, value: Tensor) -> None:
         """Stop with :class:`NonFiniteLossError` if ``value`` is NaN or infinite on any rank."""
