@@ -30,6 +30,7 @@ import argparse
 import platform
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,19 +57,27 @@ class StepTimer(Callback):
         self._start = 0.0
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        self._start = time.perf_counter()
+        self._start = synchronised_time()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self.ends.append(time.perf_counter())
+        self.ends.append(synchronised_time())
         if batch_idx >= self.warmup:
             self.seconds.append(self.ends[-1] - self._start)
 
 
-def _setup(config: str, objective: str) -> tuple[Any, Any, Any]:
-    """The config, a freshly seeded module and the DataModule of a timing run."""
+def synchronised_time() -> float:
+    """``time.perf_counter()`` once the GPU (if any) has finished its queued work."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def _setup(config: str, objective: str, overrides: Sequence[str] = ()) -> tuple[Any, Any, Any]:
+    """The config, a freshly seeded module and the DataModule of a timing run; ``overrides``
+    are ``key=value`` settings applied last."""
     cfg = load_config([config], [f"model.objective={objective}", "model.generator_init=null",
-                                 "eval.every_n_epochs=0"])
+                                 "eval.every_n_epochs=0", *overrides])
     pl.seed_everything(0)
     module = build_module(cfg, event_shape(cfg.data))
     datamodule = build_datamodule(cfg.data, dequantise=not module.generator.discrete)
@@ -82,13 +91,16 @@ def _end_to_end(ends: list[float], warmup: int, batch_size: int) -> float:
     return batch_size / statistics.median(intervals)
 
 
-def images_per_second(config: str, objective: str, steps: int, warmup: int) -> dict[str, float]:
-    cfg, module, datamodule = _setup(config, objective)
+def images_per_second(config: str, objective: str, steps: int, warmup: int,
+                      accelerator: str = "cpu", precision: str = "32-true",
+                      overrides: Sequence[str] = ()) -> dict[str, float]:
+    """Images per second of training steps of ``objective`` on one device."""
+    cfg, module, datamodule = _setup(config, objective, overrides)
     timer = StepTimer(warmup)
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=warmup + steps, limit_val_batches=0,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu", devices=1,
-                         callbacks=[timer])
+                         enable_model_summary=False, accelerator=accelerator, devices=1,
+                         precision=precision, callbacks=[timer])
     trainer.fit(module, datamodule=datamodule)
     median = statistics.median(timer.seconds)
     batch = cfg.data.batch_size
@@ -171,18 +183,19 @@ def adversarial_floor(config: str, repeats: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def samples_per_second(config: str, repeats: int) -> dict[str, float]:
+def samples_per_second(config: str, repeats: int, device: str = "cpu",
+                       overrides: Sequence[str] = ()) -> dict[str, float]:
     """Median wall time of ``generator.sample(batch_size)`` (untrained weights; the cost of
     sampling does not depend on them)."""
-    cfg = load_config([config])
+    cfg = load_config([config], list(overrides))
     torch.manual_seed(0)
-    generator = build_generator(cfg.model.generator, event_shape(cfg.data)).eval()
+    generator = build_generator(cfg.model.generator, event_shape(cfg.data)).eval().to(device)
     generator.sample(2)  # warm-up
     seconds = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = synchronised_time()
         generator.sample(cfg.data.batch_size)
-        seconds.append(time.perf_counter() - start)
+        seconds.append(synchronised_time() - start)
     median = statistics.median(seconds)
     return {"num_samples": cfg.data.batch_size, "median_seconds": median,
             "images_per_second": cfg.data.batch_size / median, "repeats": repeats}

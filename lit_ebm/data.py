@@ -4,6 +4,12 @@ Image batches are float tensors in the energy's input space (docs/mathematics.md
 in one space): continuous generators get uniformly dequantised x = (k + u) / 256 in [0, 1);
 discrete generators get k / 255. Validation noise is fixed per image, so val/bpd is comparable
 across epochs.
+
+The validation split, on which the best checkpoint and the FIDs of a run are chosen, is carved
+from the training files: mnist5k's bundled 500 digits, or for mnist, fashion_mnist and cifar10 a
+fixed stratified ``data.val_size`` images (500 per class by default). Training never reads a
+test file; the test set is reached through :meth:`ImageDataModule.load_test` only
+(``python -m lit_ebm.evaluate --split test``).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
@@ -19,13 +26,15 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from lit_ebm.config import DataConfig
 from lit_ebm.errors import ConfigError, describe_error
 from lit_ebm.image_files import (
+    CIFAR10_FILES,
+    CIFAR10_FOLDER,
     FASHION_MNIST_SYSTEM_DIR,
     IDX_FILES,
-    as_nchw_uint8,
     default_root,
-    fashion_mnist_folders,
     idx_file,
+    idx_folders,
     missing_file_error,
+    read_cifar10_split,
     read_idx_split,
     read_mnist5k,
     stratified_split,
@@ -34,9 +43,10 @@ from lit_ebm.toy2d import sample_toy2d
 
 MNIST5K_FILE = "mnist_5k.npz"
 MNIST5K_VAL_PER_CLASS = 50
+NUM_CLASSES = 10  # of every image data set; data.val_size holds out val_size / 10 of each
 IMAGE_SHAPES = {"mnist5k": (1, 28, 28), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
                 "cifar10": (3, 32, 32)}
-TORCHVISION_FOLDERS = {"mnist": "MNIST/raw", "cifar10": "cifar-10-batches-py"}
+DOWNLOAD_LOCK = ".lit_ebm-download.lock"
 
 
 @dataclass
@@ -52,6 +62,21 @@ class LabelledImages:
 def event_shape(data: DataConfig) -> tuple[int, ...]:
     """Shape of one example of the configured data set."""
     return IMAGE_SHAPES.get(data.name, (2,))
+
+
+def carve_validation(labels: Tensor, val_size: int) -> tuple[Tensor, Tensor]:
+    """Fixed, stratified (train, val) indices into a training split: ``val_size / 10`` images
+    of each class held out, always the same for the same labels."""
+    per_class = val_size // NUM_CLASSES
+    counts = np.bincount(labels.numpy(), minlength=NUM_CLASSES)
+    if counts.min() <= per_class:
+        most = (int(counts.min()) - 1) * NUM_CLASSES
+        raise ConfigError(
+            f"invalid value {val_size} for 'data.val_size': it holds out {per_class} images of "
+            f"each class, but class {int(counts.argmin())} has {int(counts.min())} training "
+            f"images; use data.val_size<={max(most, 0)} (a multiple of {NUM_CLASSES})")
+    train, val = stratified_split(labels.numpy(), per_class)
+    return torch.from_numpy(train), torch.from_numpy(val)
 
 
 class QuantisedImages(Dataset):
@@ -83,8 +108,10 @@ class QuantisedImages(Dataset):
 class ImageDataModule(pl.LightningDataModule):
     """mnist5k (bundled), mnist, fashion_mnist or cifar10 as :class:`QuantisedImages` loaders.
 
-    The data config is saved in checkpoints (``datamodule_hyper_parameters``), so that
-    ``lit_ebm.evaluate`` knows which data a checkpoint was trained on.
+    ``prepare_data`` downloads (``data.download``), which Lightning runs on one process per
+    node; ``setup`` only reads. The data config is saved in checkpoints
+    (``datamodule_hyper_parameters``), so that ``lit_ebm.evaluate`` knows which data, and which
+    validation split, a checkpoint was trained on.
     """
 
     def __init__(self, config: DataConfig, dequantise: bool) -> None:
@@ -110,70 +137,96 @@ class ImageDataModule(pl.LightningDataModule):
             raise RuntimeError("call setup() before asking for the data")
         return self._splits
 
-    def check_files(self) -> None:
-        """Raise :class:`ConfigError` naming the expected path when data cannot be found."""
+    def _missing_file(self, split: str) -> Path | None:
+        """The first file of ``split`` (``train`` or ``test``) that is not there, else None."""
         name = self.config.name
         if name == "mnist5k":
             path = self.root / MNIST5K_FILE
-            if not path.is_file():
-                raise missing_file_error(path, "the bundled mnist5k archive",
-                                         download_possible=False)
-        elif name == "fashion_mnist":
-            if not self.config.download:
-                folders = fashion_mnist_folders(self.root)
-                for stem in (*IDX_FILES["train"], *IDX_FILES["val"]):
-                    if idx_file(folders, stem) is None:
-                        raise missing_file_error(
-                            self.root / f"{stem}.gz", "the fashion_mnist files",
-                            download_possible=True,
-                            extra=f" (on Debian or Ubuntu, `apt-get install "
-                                  f"dataset-fashion-mnist` puts them in "
-                                  f"'{FASHION_MNIST_SYSTEM_DIR}', used when data.root is null)")
-        elif not self.config.download:
-            path = self.root / TORCHVISION_FOLDERS[name]
-            if not path.is_dir():
-                raise missing_file_error(path, f"the {name} files", download_possible=True)
+            return None if path.is_file() else path
+        if name == "cifar10":
+            folder = self.root / CIFAR10_FOLDER
+            return next((folder / f for f in CIFAR10_FILES[split] if not (folder / f).is_file()),
+                        None)
+        folders = idx_folders(name, self.root)
+        for stem in IDX_FILES[split]:
+            if idx_file(folders, stem) is None:
+                return folders[0] / f"{stem}.gz"
+        return None
+
+    def check_files(self, split: str = "train") -> None:
+        """Raise :class:`ConfigError` naming the expected path when the files of ``split``
+        (``train``, which the validation split is carved from, or ``test``) are missing."""
+        path = self._missing_file(split)
+        if path is None:
+            return
+        name = self.config.name
+        if name == "mnist5k":
+            raise missing_file_error(path, "the bundled mnist5k archive", download_possible=False)
+        extra = ""
+        if name == "fashion_mnist":
+            extra = (f" (on Debian or Ubuntu, `apt-get install dataset-fashion-mnist` puts them "
+                     f"in '{FASHION_MNIST_SYSTEM_DIR}', used when data.root is null)")
+        raise missing_file_error(path, f"the {name} files", download_possible=True, extra=extra)
 
     def prepare_data(self) -> None:
-        self.check_files()
-        if self.config.download and self.config.name != "mnist5k":
-            self._torchvision_sets(download=True)
+        """Download the data set through torchvision when ``data.download`` is set and files
+        are missing, under a file lock in ``data.root`` so that concurrent processes download
+        once; then check that the training files are there."""
+        missing = self._missing_file("train") or self._missing_file("test")
+        if self.config.download and self.config.name != "mnist5k" and missing is not None:
+            from filelock import FileLock
 
-    def _torchvision_sets(self, download: bool) -> tuple[Dataset, Dataset]:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(self.root / DOWNLOAD_LOCK)):
+                if self._missing_file("train") or self._missing_file("test"):
+                    self._download()
+        self.check_files("train")
+
+    def _download(self) -> None:
         from torchvision import datasets
 
         cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST,
                "cifar10": datasets.CIFAR10}[self.config.name]
-        root = str(self.root)
         try:
-            return (cls(root, train=True, download=download),
-                    cls(root, train=False, download=download))
-        except Exception as err:  # missing, truncated or corrupted files: never a traceback
+            cls(str(self.root), train=True, download=True)
+        except Exception as err:  # no network, a damaged archive: never a traceback
             raise ConfigError(
-                f"the {self.config.name} files under '{root}' cannot be read "
-                f"({describe_error(err)}): they are incomplete or damaged; delete them and set "
-                "data.download=true, or set data.root to an intact copy") from None
+                f"downloading {self.config.name} into '{self.root}' failed "
+                f"({describe_error(err)}): check the network, or put the files there yourself "
+                "and set data.download=false") from None
+
+    def _read(self, split: str) -> tuple[Tensor, Tensor]:
+        """uint8 images and labels of the ``train`` or ``test`` files (mnist, fashion_mnist,
+        cifar10)."""
+        self.check_files(split)
+        if self.config.name == "cifar10":
+            return read_cifar10_split(self.root / CIFAR10_FOLDER, split)
+        return read_idx_split(idx_folders(self.config.name, self.root), split)
 
     def load(self) -> LabelledImages:
-        """Both splits as uint8 images with their labels (read from disk on every call)."""
-        self.check_files()
-        name = self.config.name
-        if name == "mnist5k":
+        """The training and validation splits as uint8 images with their labels, both from
+        the training files (read from disk on every call; no test file is opened)."""
+        if self.config.name == "mnist5k":
+            self.check_files()
             array_images, array_labels = read_mnist5k(self.root / MNIST5K_FILE)
             train, val = stratified_split(array_labels, MNIST5K_VAL_PER_CLASS)
             images = torch.from_numpy(array_images).unsqueeze(1)
             labels = torch.from_numpy(array_labels).long()
             return LabelledImages(images[train], labels[train], images[val], labels[val])
-        if name == "fashion_mnist":
-            folders = fashion_mnist_folders(self.root)
-            return LabelledImages(*read_idx_split(folders, "train"),
-                                  *read_idx_split(folders, "val"))
-        train_set, val_set = self._torchvision_sets(download=False)  # MNIST or CIFAR10
-        return LabelledImages(
-            as_nchw_uint8(train_set.data), torch.as_tensor(train_set.targets),  # type: ignore[attr-defined]
-            as_nchw_uint8(val_set.data), torch.as_tensor(val_set.targets))  # type: ignore[attr-defined]
+        images, labels = self._read("train")
+        kept, held_out = carve_validation(labels, self.config.val_size)
+        return LabelledImages(images[kept], labels[kept], images[held_out], labels[held_out])
+
+    def load_test(self) -> tuple[Tensor, Tensor]:
+        """The official test set as uint8 images and labels, for ``lit_ebm.evaluate --split
+        test`` only: nothing in training calls this."""
+        if self.config.name == "mnist5k":
+            raise ConfigError("mnist5k has no test split (its 500 held-out digits are the "
+                              "validation split): use --split val")
+        return self._read("test")
 
     def setup(self, stage: str | None = None) -> None:
+        """Read both splits from disk (never downloads: see :meth:`prepare_data`)."""
         if self._splits is None:
             data = self.load()
             self._splits = (QuantisedImages(data.train_images, self.dequantise),

@@ -14,6 +14,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from lit_ebm.errors import require, require_image_shape, require_positive_int
 from lit_ebm.generators.base import Generator
+from lit_ebm.precision import at_least_float32, density_call
 from lit_ebm.registry import register
 
 
@@ -45,6 +46,15 @@ def _output_layer(in_features: int, spectral_norm: bool, zero_init: bool) -> nn.
     return _ZeroGain(layer) if zero_init and spectral_norm else layer
 
 
+def _float32_output(net: nn.Sequential, h: Tensor, extra: Tensor | None = None) -> Tensor:
+    """``net``'s hidden layers in the run's precision (autocast included), then its scalar
+    output layer, squeezed and plus ``extra``, in float32 (lit_ebm.precision)."""
+    features = net[:-1](h)
+    with torch.autocast(h.device.type, enabled=False):
+        energy = net[-1](at_least_float32(features)).squeeze(-1)
+        return energy if extra is None else energy + extra
+
+
 @register
 class MLPEnergy(nn.Module):
     """``E(x) = net(x) + confinement * ||x||^2`` for flat inputs of ``in_features`` dimensions.
@@ -53,18 +63,14 @@ class MLPEnergy(nn.Module):
     output. SiLU is Lipschitz, so ``|net(x)| <= |net(0)| + L ||x||`` grows at most linearly; the
     fixed quadratic term (``confinement > 0``) dominates far from the origin, so
     ``Z = integral exp(-E(x)) dx`` is finite for every parameter value and ``p = exp(-E) / Z`` is
-    a proper density.
+    a proper density. Its output is float32 under autocast (``autocast_safe``).
     """
 
-    def __init__(
-        self,
-        in_features: int = 2,
-        hidden_features: int = 128,
-        depth: int = 3,
-        confinement: float = 0.1,
-        spectral_norm: bool = False,
-        zero_init: bool = False,
-    ) -> None:
+    autocast_safe = True
+
+    def __init__(self, in_features: int = 2, hidden_features: int = 128, depth: int = 3,
+                 confinement: float = 0.1, spectral_norm: bool = False,
+                 zero_init: bool = False) -> None:
         super().__init__()
         require_positive_int("in_features", in_features)
         require_positive_int("hidden_features", hidden_features, "hidden_features=128")
@@ -86,7 +92,7 @@ class MLPEnergy(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Energies ``(B,)`` of a batch ``(B, in_features)`` (other shapes are flattened)."""
         x = x.flatten(1)
-        return self.net(x).squeeze(-1) + self.confinement * x.pow(2).sum(dim=1)
+        return _float32_output(self.net, x, self.confinement * at_least_float32(x).pow(2).sum(1))
 
 
 @register
@@ -98,17 +104,14 @@ class ConvEnergy(nn.Module):
     (halving height and width, rounding up), each followed by SiLU. Global average pooling and a
     linear layer give one scalar per image. ``spectral_norm=True`` wraps every convolution and the
     final linear layer in :func:`torch.nn.utils.parametrizations.spectral_norm`; ``zero_init=True``
-    makes the output exactly 0 at the start.
+    makes the output exactly 0 at the start. Under autocast the convolutions run in the run's
+    precision and the output layer in float32 (``autocast_safe``).
     """
 
-    def __init__(
-        self,
-        image_shape: tuple[int, int, int],
-        channels: int = 64,
-        depth: int = 3,
-        spectral_norm: bool = False,
-        zero_init: bool = False,
-    ) -> None:
+    autocast_safe = True
+
+    def __init__(self, image_shape: tuple[int, int, int], channels: int = 64, depth: int = 3,
+                 spectral_norm: bool = False, zero_init: bool = False) -> None:
         super().__init__()
         in_channels, height, width = require_image_shape(image_shape, "ConvEnergy")
         require_positive_int("channels", channels, "channels=64")
@@ -142,7 +145,7 @@ class ConvEnergy(nn.Module):
                 f"expected images of shape (B, {', '.join(map(str, self.image_shape))}), "
                 f"got {tuple(x.shape)}"
             )
-        return self.net(2.0 * x - 1.0).squeeze(-1)
+        return _float32_output(self.net, 2.0 * x - 1.0)
 
 
 @register
@@ -152,8 +155,11 @@ class ResidualEnergy(nn.Module):
     The EBM is p(x) = q0(x) exp(-f(x)) / Z, so with f = 0 it starts as q0 itself (for example
     the maximum-likelihood generator), and the discriminator starts balanced instead of facing
     the thousands of nats that separate image densities. Gradients reach ``x`` through both
-    terms; q0's parameters are frozen and stay in eval mode.
+    terms; q0's parameters are frozen and stay in eval mode. Each part is evaluated at the
+    precision :mod:`lit_ebm.precision` gives it, so E is float32 under autocast.
     """
+
+    autocast_safe = True
 
     def __init__(self, net: nn.Module, base: Generator) -> None:
         super().__init__()
@@ -167,6 +173,7 @@ class ResidualEnergy(nn.Module):
 
     def forward(self, x: Tensor, base_log_prob: Tensor | None = None) -> Tensor:
         """E(x); pass ``base_log_prob`` = log q0(x) where it is already computed, to skip q0."""
+        device = x.device.type
         if base_log_prob is None:
-            base_log_prob = self.base.log_prob(x)
-        return self.net(x) - base_log_prob
+            base_log_prob = density_call(self.base, device, self.base.log_prob, x)
+        return density_call(self.net, device, self.net, x) - base_log_prob

@@ -2,8 +2,10 @@
 
 A command line over :mod:`lit_ebm.evaluation` (docs/evaluation.md): sample quality on fixed
 features, bits/dim, and for EBMs their own bits/dim and resampled samples, beside a
-real-versus-real row. Writes ``DIR/results.json``, ``DIR/results.md`` and ``DIR/samples.png``
-and prints the table. Exit codes: 0 done, 2 bad input (one line on stderr).
+real-versus-real row, against the validation split (``--split val``, the default) or the
+test set (``--split test``: nothing else in lit_ebm reads it). Writes ``DIR/results.json``,
+``DIR/results.md`` and ``DIR/samples.png`` and prints the table. Exit codes: 0 done, 2 bad
+input (one line on stderr).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 
 from lit_ebm.errors import EXIT_USAGE, ConfigError, first_line
 from lit_ebm.evaluation import KID_SUBSET_SIZE, EvaluationSettings, evaluate, markdown_table
+from lit_ebm.evaluation.settings import SPLITS
 
 PROG = "python -m lit_ebm.evaluate"
 
@@ -44,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the data set, for checkpoints that do not record it")
     parser.add_argument("--data-root", default=None, metavar="DIR",
                         help="data.root to read the data from (default: as in training)")
+    parser.add_argument("--split", choices=SPLITS, default="val",
+                        help="what every figure is measured against: val (default), the "
+                             "validation split carved from the training files, on which the run "
+                             "chose its checkpoint; or test, the official test set, for final "
+                             "figures (mnist, fashion_mnist, cifar10)")
     parser.add_argument("--inception-weights", default=None, metavar="FILE",
                         help="cifar10: a local weights-inception-2015-12-05-6726825d.pth")
     parser.add_argument("--device", default=None,

@@ -9,25 +9,33 @@ a new version folder and leaves the old one untouched.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 
 from lit_ebm.build import build_module, build_sample_quality, check_resume
 from lit_ebm.callbacks import Toy2dPartitionFunction
 from lit_ebm.config import Config, load_config, to_yaml
 from lit_ebm.data import build_datamodule, event_shape
 from lit_ebm.errors import EXIT_TRAINING_FAILED, EXIT_USAGE, ConfigError, NonFiniteLossError
-from lit_ebm.runs import (
+from lit_ebm.launch import (
     RUN_DIR_ENV,
-    create_run_dir,
-    next_run_dir,
-    remove_created,
-    resolve_ckpt_path,
+    Launch,
+    OneRunFolder,
+    check_process_count,
+    current_launch,
+    marker_path,
+    publish_run_dir,
+    receive_run_dir,
 )
+from lit_ebm.modules.base import GenerativeModule
+from lit_ebm.runs import create_run_dir, next_run_dir, remove_created, resolve_ckpt_path
 from lit_ebm.trainer import build_trainer, check_trainer_settings
 
 
@@ -43,14 +51,30 @@ def check_batch_size(cfg: Config, train_size: int, processes: int) -> None:
             f"data.batch_size<={share}")
 
 
+def parameter_checksum(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """A short SHA-256 of a state dict's names and raw values: equal on every rank of a DDP
+    run, and equal to that of the ``state_dict`` saved in its last checkpoint."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        digest.update(name.encode())
+        values = state_dict[name].detach().cpu().reshape(-1).view(torch.uint8)
+        digest.update(values.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def train(cfg: Config) -> Path:
     """Run training as configured; returns the run folder.
 
     Everything that can be wrong with the settings, the data or the checkpoints is checked
-    before the run folder is created, so a failed start leaves nothing behind.
+    before the run folder is created, so a failed start leaves nothing behind. Global rank 0
+    alone creates the run folder; the other ranks of the launch are handed it
+    (:mod:`lit_ebm.launch`).
     """
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     processes = check_trainer_settings(cfg.trainer)
+    per_node = processes // cfg.trainer.num_nodes
+    launch = current_launch(per_node, cfg.trainer.num_nodes)
+    check_process_count(launch, cfg.trainer.devices, per_node, cfg.trainer.num_nodes)
     module = build_module(cfg, event_shape(cfg.data))
     datamodule = build_datamodule(cfg.data, dequantise=not module.generator.discrete)
     datamodule.prepare_data()
@@ -64,23 +88,39 @@ def train(cfg: Config) -> Path:
     ckpt_path = resolve_ckpt_path(cfg)
     if ckpt_path is not None:
         check_resume(ckpt_path, cfg, module)
-    run_dir = next_run_dir(cfg)
-    created = None if RUN_DIR_ENV in os.environ else create_run_dir(run_dir, cfg)
-    try:
-        trainer = build_trainer(cfg, run_dir, monitor="val/bpd" if module.images else "val/nll",
-                                extra_callbacks=callbacks)
-    except ConfigError:
-        remove_created(created)
-        raise
-    os.environ[RUN_DIR_ENV] = str(run_dir)
+    trainer, run_dir = start_run(cfg, launch, module, callbacks, processes)
+    os.environ[RUN_DIR_ENV] = str(run_dir)  # for the processes Lightning's launcher starts
     try:
         with warnings.catch_warnings():  # the run folder is new and holds config.yaml already
             warnings.filterwarnings("ignore", "Experiment logs directory .* exists and is not")
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
-    print(f"rank {trainer.global_rank} finished; run folder: {run_dir}", flush=True)
+    # one write of the whole line, so that the lines of ranks sharing a stdout never interleave
+    sys.stdout.write(f"rank {trainer.global_rank} finished; run folder: {run_dir}; parameter "
+                     f"checksum: {parameter_checksum(module.state_dict())}\n")
+    sys.stdout.flush()
     return run_dir
+
+
+def start_run(cfg: Config, launch: Launch, module: GenerativeModule,
+              callbacks: list[pl.Callback], processes: int) -> tuple[pl.Trainer, Path]:
+    """The Trainer and the run folder of this process. Rank 0 creates the folder (removing it
+    again if Lightning rejects the settings) and then names it to the other ranks, which wait
+    for it and create nothing."""
+    marker = marker_path(launch, cfg.output_dir, cfg.name)
+    run_dir = next_run_dir(cfg) if launch.rank == 0 else receive_run_dir(launch, marker)
+    created = create_run_dir(run_dir, cfg) if launch.rank == 0 else None
+    try:
+        trainer = build_trainer(cfg, run_dir, monitor="val/bpd" if module.images else "val/nll",
+                                extra_callbacks=[*callbacks, OneRunFolder(run_dir, marker)],
+                                processes=processes)
+        if launch.rank == 0:
+            publish_run_dir(launch, run_dir, marker)
+    except ConfigError:
+        remove_created(created)
+        raise
+    return trainer, run_dir
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,10 +1,13 @@
 """Reading image data sets from their files: the bundled mnist5k archive, idx files
-(MNIST, Fashion-MNIST), and the split of mnist5k. Damaged or missing files become one
-:class:`~lit_ebm.errors.ConfigError` naming the file and the fix, never a traceback."""
+(MNIST, Fashion-MNIST), torchvision's pickled CIFAR-10 batches, and stratified splits. Damaged
+or missing files become one :class:`~lit_ebm.errors.ConfigError` naming the file and the fix,
+never a traceback. Each split's files are read on their own, so training never opens a test
+file."""
 
 from __future__ import annotations
 
 import gzip
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,12 @@ REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 # Debian/Ubuntu: `apt-get install dataset-fashion-mnist` puts the original idx .gz files here.
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+REPLACE_IDX = ("delete the damaged files and set data.download=true, or replace them with intact "
+               "copies")
+# torchvision's CIFAR-10 layout under data.root (batches.meta is not needed).
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
 
 
 def stratified_split(labels: np.ndarray, val_per_class: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,12 +66,21 @@ def read_idx(path: Path) -> np.ndarray:
             raise ValueError("not an idx file of unsigned bytes")
         shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
         body = data[4 + 4 * ndim:]
-        if len(body) != int(np.prod(shape)):
+        if len(body) != int(np.prod(shape)) or not body:
             raise ValueError(f"the header says shape {shape}, but {len(body)} bytes follow")
     except Exception as err:  # gzip, EOF and header errors all mean "damaged"
         raise ConfigError(f"the idx file '{path}' cannot be read ({describe_error(err)}): it is "
-                          "truncated or corrupted; replace it with an intact copy") from None
+                          f"truncated or corrupted; {REPLACE_IDX}") from None
     return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+def idx_folders(name: str, root: Path) -> list[Path]:
+    """Where the idx files of ``name`` (mnist or fashion_mnist) may be: torchvision's
+    ``root/MNIST/raw`` for mnist; ``root`` itself (the Debian package's layout) or
+    torchvision's ``root/FashionMNIST/raw`` for fashion_mnist."""
+    if name == "mnist":
+        return [root / "MNIST" / "raw"]
+    return [root, root / "FashionMNIST" / "raw"]
 
 
 def idx_file(folders: list[Path], stem: str) -> Path | None:
@@ -75,12 +92,6 @@ def idx_file(folders: list[Path], stem: str) -> Path | None:
     return None
 
 
-def fashion_mnist_folders(root: Path) -> list[Path]:
-    """Where Fashion-MNIST's idx files may be: ``root`` itself (the Debian package's layout)
-    or torchvision's ``root/FashionMNIST/raw``."""
-    return [root, root / "FashionMNIST" / "raw"]
-
-
 def read_idx_split(folders: list[Path], split: str) -> tuple[Tensor, Tensor]:
     """uint8 images (N, 1, H, W) and int64 labels (N,) of one split from idx files."""
     paths = [idx_file(folders, stem) for stem in IDX_FILES[split]]
@@ -88,9 +99,32 @@ def read_idx_split(folders: list[Path], split: str) -> tuple[Tensor, Tensor]:
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ConfigError(f"the {split} idx files in {[str(f) for f in folders]} hold images "
                           f"{images.shape} and labels {labels.shape}, not (N, H, W) and (N,): "
-                          "replace them with intact copies")
+                          f"{REPLACE_IDX}")
     return as_nchw_uint8(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
+
+def read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One of torchvision's pickled CIFAR-10 batches: uint8 images (N, 3, 32, 32), labels (N,)."""
+    try:
+        with open(path, "rb") as file:
+            entry = pickle.load(file, encoding="latin1")
+        data, labels = np.asarray(entry["data"]), np.asarray(entry["labels"], dtype=np.int64)
+        if data.dtype != np.uint8 or data.shape != (len(labels), 3 * 32 * 32):
+            raise ValueError(f"it holds data {data.dtype} {data.shape} and {len(labels)} labels, "
+                             "not uint8 (N, 3072) with N labels")
+    except Exception as err:  # pickle, EOF, key and shape errors all mean "damaged"
+        raise ConfigError(f"the CIFAR-10 file '{path}' cannot be read ({describe_error(err)}): "
+                          "it is truncated or corrupted; delete its folder and set "
+                          "data.download=true, or set data.root to an intact copy") from None
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def read_cifar10_split(folder: Path, split: str) -> tuple[Tensor, Tensor]:
+    """uint8 images (N, 3, 32, 32) and int64 labels (N,) of CIFAR-10's ``train`` or ``test``
+    files in ``folder``."""
+    batches = [read_cifar10_batch(folder / name) for name in CIFAR10_FILES[split]]
+    return (torch.from_numpy(np.concatenate([images for images, _ in batches])),
+            torch.from_numpy(np.concatenate([labels for _, labels in batches])))
 
 
 def read_mnist5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -114,5 +148,4 @@ def as_nchw_uint8(data: Tensor | np.ndarray) -> Tensor:
     """MNIST-like (N, H, W) or CIFAR-10's (N, H, W, C) images to (N, C, H, W)."""
     images = torch.as_tensor(data)
     return images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2).contiguous()
-
 

@@ -1,17 +1,15 @@
-"""Run folders: ``<output_dir>/<name>/version_<n>/``, created once per run and never reused,
-and the checkpoint a run resumes from."""
+"""Run folders: ``<output_dir>/<name>/version_<n>/``, created once per run (by global rank 0
+alone; :mod:`lit_ebm.launch` hands the folder to the other ranks) and never reused, and the
+checkpoint a run resumes from."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
 
 from lit_ebm.config import Config, to_yaml
 from lit_ebm.errors import ConfigError
-
-RUN_DIR_ENV = "LIT_EBM_RUN_DIR"  # hands rank 0's run folder to DDP worker processes
 
 
 def version_dirs(output_dir: str, name: str) -> list[tuple[int, Path]]:
@@ -26,32 +24,45 @@ def version_dirs(output_dir: str, name: str) -> list[tuple[int, Path]]:
 
 
 def next_run_dir(cfg: Config) -> Path:
-    """The next ``<output_dir>/<name>/version_<n>`` (not yet created); DDP workers get rank 0's."""
-    inherited = os.environ.get(RUN_DIR_ENV)
-    if inherited:
-        return Path(inherited)
+    """The next ``<output_dir>/<name>/version_<n>`` (not yet created); for global rank 0 only."""
     existing = version_dirs(cfg.output_dir, cfg.name)
     number = existing[-1][0] + 1 if existing else 0
     return Path(cfg.output_dir) / cfg.name / f"version_{number}"
 
 
 def create_run_dir(run_dir: Path, cfg: Config) -> Path | None:
-    """Create ``run_dir`` with its ``config.yaml``; returns the outermost folder created, for
-    :func:`remove_created` if the start fails later. Raises :class:`ConfigError`, leaving
-    nothing behind, when ``output_dir`` cannot be created or written."""
-    outermost = next((p for p in (*reversed(run_dir.parents), run_dir) if not p.exists()), None)
+    """Create ``run_dir`` with its ``config.yaml`` (global rank 0 only); returns the outermost
+    folder this call created, for :func:`remove_created` if the start fails later. Folders
+    are made one at a time, so a folder another process made meanwhile is never counted as
+    this one's. Raises :class:`ConfigError`, leaving nothing behind, when ``output_dir``
+    cannot be created or written, or when another run took ``run_dir`` first."""
+    created: Path | None = None
     try:
-        run_dir.mkdir(parents=True)
+        for folder in (*reversed(run_dir.parents), run_dir):
+            if folder != run_dir and folder.is_dir():
+                continue
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                if folder == run_dir:
+                    raise
+                continue  # a file in the way fails below; a folder made meanwhile is not ours
+            created = created or folder
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    except FileExistsError:
+        remove_created(created)
+        raise ConfigError(f"another run of output_dir={cfg.output_dir!r} and name={cfg.name!r} "
+                          f"created '{run_dir}' while this one started: start again") from None
     except OSError as err:
-        remove_created(outermost)
+        remove_created(created)
         raise ConfigError(f"output_dir={cfg.output_dir!r} cannot hold the run folder '{run_dir}' "
                           f"({err.strerror or err}): set output_dir to a writable folder") from None
-    return outermost
+    return created
 
 
 def remove_created(outermost: Path | None) -> None:
-    """Remove what :func:`create_run_dir` created (nothing if it created nothing)."""
+    """Remove what :func:`create_run_dir` created in this process (nothing if it created
+    nothing): no process removes folders that another one created."""
     if outermost is not None:
         shutil.rmtree(outermost, ignore_errors=True)
 

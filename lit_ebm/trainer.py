@@ -19,11 +19,6 @@ from lit_ebm.callbacks import ConfiguredOptimizerSettings, SampleFigures
 from lit_ebm.config import Config, TrainerConfig
 from lit_ebm.errors import ConfigError, first_line
 
-# An energy step on detached samples leaves the generator's parameters unused, so adversarial
-# training under DDP needs DistributedDataParallel(find_unused_parameters=True).
-UNUSED_PARAMETER_STRATEGIES = {"ddp": "ddp_find_unused_parameters_true",
-                               "ddp_spawn": "ddp_spawn_find_unused_parameters_true"}
-
 
 def _available_devices(accelerator: str) -> tuple[str, int]:
     """The accelerator Lightning resolves ``accelerator`` to, and how many devices it has."""
@@ -42,7 +37,7 @@ def _available_devices(accelerator: str) -> tuple[str, int]:
 
 def check_trainer_settings(trainer: TrainerConfig) -> int:
     """Refuse accelerators, device counts and strategies this machine or Lightning cannot
-    serve; returns the number of training processes."""
+    serve; returns the number of training processes, devices per node x ``num_nodes``."""
     accelerator, available = _available_devices(trainer.accelerator)
     if not available:
         raise ConfigError(f"trainer.accelerator={trainer.accelerator!r}, but this machine has no "
@@ -67,18 +62,31 @@ def check_trainer_settings(trainer: TrainerConfig) -> int:
         raise ConfigError(f"invalid value {trainer.strategy!r} for 'trainer.strategy': expected "
                           f"one of auto, ddp, ddp_spawn, fsdp, deepspeed, ... "
                           f"(Lightning's StrategyRegistry lists {len(strategies) - 1})")
-    return wanted
+    return wanted * trainer.num_nodes
 
 
-def build_trainer(cfg: Config, run_dir: Path, monitor: str,
-                  extra_callbacks: list[Callback]) -> pl.Trainer:
-    """The Trainer for ``cfg``, writing into ``run_dir``, with ``extra_callbacks`` after the
-    checkpoint and sample callbacks; settings that Lightning rejects become a
-    :class:`ConfigError`. Creates nothing on disk."""
-    trainer_args = asdict(cfg.trainer)
-    if cfg.model.objective == "adversarial":
-        strategy = trainer_args["strategy"]
-        trainer_args["strategy"] = UNUSED_PARAMETER_STRATEGIES.get(strategy, strategy)
+def training_strategy(cfg: Config, processes: int) -> str:
+    """The strategy the Trainer gets. An energy step on detached samples leaves the generator's
+    parameters without gradient, so adversarial training under DDP needs
+    ``find_unused_parameters=True``: ``auto`` over several CPU or CUDA processes (which
+    Lightning would run as plain ``ddp``) and every DDP strategy become their
+    ``*_find_unused_parameters_true`` variant."""
+    strategy = cfg.trainer.strategy
+    if cfg.model.objective != "adversarial":
+        return strategy
+    if strategy == "auto" and processes > 1 and \
+            _available_devices(cfg.trainer.accelerator)[0] in ("cpu", "cuda"):
+        strategy = "ddp"
+    unused = f"{strategy}_find_unused_parameters_true"
+    return unused if unused in StrategyRegistry else strategy
+
+
+def build_trainer(cfg: Config, run_dir: Path, monitor: str, extra_callbacks: list[Callback],
+                  processes: int) -> pl.Trainer:
+    """The Trainer for ``cfg`` over ``processes`` processes, writing into ``run_dir``, with
+    ``extra_callbacks`` after the checkpoint and sample callbacks; settings that Lightning
+    rejects become a :class:`ConfigError`. Creates nothing on disk."""
+    trainer_args = {**asdict(cfg.trainer), "strategy": training_strategy(cfg, processes)}
     try:
         return pl.Trainer(**trainer_args, logger=_loggers(cfg, run_dir),
                           callbacks=[*_callbacks(cfg, run_dir, monitor), *extra_callbacks],

@@ -1,17 +1,19 @@
-"""DataModules: shapes, dtypes, ranges, split sizes and missing-file errors."""
+"""DataModules: shapes, dtypes, ranges, split sizes, the validation split carved from the
+training files (test files never read in training), downloads in prepare_data only, and
+missing-file errors."""
 
 from __future__ import annotations
 
 import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from lit_ebm import data as data_module
 from lit_ebm import image_files
-from lit_ebm.config import DataConfig
+from lit_ebm.config import DataConfig, load_config
 from lit_ebm.data import (
     ImageDataModule,
     Toy2dDataModule,
@@ -19,6 +21,7 @@ from lit_ebm.data import (
 )
 from lit_ebm.errors import ConfigError
 from lit_ebm.image_files import default_root, read_idx, stratified_split
+from tests.fake_data import image_keys, write_cifar10, write_idx_set
 
 
 def _setup(config: DataConfig, dequantise: bool = True) -> ImageDataModule:
@@ -81,21 +84,10 @@ def test_missing_torchvision_data_names_path_and_keys(tmp_path: Path, name: str,
     assert "data.root" in message and "data.download=true" in message
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    code = 0x08  # unsigned byte
-    header = struct.pack(">HBB", 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 def test_mnist_through_torchvision_reads_local_files(tmp_path: Path) -> None:
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 40), ("t10k", 12)):
-        _write_idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28)))
-        _write_idx(raw / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, (count,)))
-    module = _setup(DataConfig(name="mnist", root=str(tmp_path), batch_size=8))
-    assert (len(module.train_set), len(module.val_set)) == (40, 12)
+    write_idx_set(tmp_path / "MNIST" / "raw", {"train": 40, "test": 12})
+    module = _setup(DataConfig(name="mnist", root=str(tmp_path), batch_size=8, val_size=10))
+    assert (len(module.train_set), len(module.val_set)) == (30, 10)
     batch = next(iter(module.train_dataloader()))
     assert batch.shape == (8, 1, 28, 28) and 0.0 <= batch.min() and batch.max() < 1.0
 
@@ -111,27 +103,15 @@ def test_toy2d_points_are_fixed_per_split() -> None:
     assert batch.shape == (50, 2) and batch.dtype == torch.float32
 
 
-def _write_fashion_idx(folder: Path, counts: dict[str, int], compress: bool = True) -> None:
-    """Small Fashion-MNIST idx files (images and labels of both splits) in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for split, count in counts.items():
-        for kind, shape in (("images-idx3", (count, 28, 28)), ("labels-idx1", (count,))):
-            path = folder / f"{split}-{kind}-ubyte"
-            _write_idx(path, rng.integers(0, 10 if kind.startswith("labels") else 256, shape))
-            if compress:
-                path.with_suffix(".gz").write_bytes(gzip.compress(path.read_bytes()))
-                path.unlink()
-
-
 def test_fashion_mnist_reads_idx_gz_files_directly(tmp_path: Path) -> None:
-    _write_fashion_idx(tmp_path, {"train": 30, "t10k": 10})
-    module = _setup(DataConfig(name="fashion_mnist", root=str(tmp_path), batch_size=8),
-                    dequantise=False)
-    assert (len(module.train_set), len(module.val_set)) == (30, 10)
+    write_idx_set(tmp_path, {"train": 30, "test": 10}, compress=True)
+    config = DataConfig(name="fashion_mnist", root=str(tmp_path), batch_size=8, val_size=10)
+    module = _setup(config, dequantise=False)
+    assert (len(module.train_set), len(module.val_set)) == (20, 10)
     data = module.load()
-    expected = read_idx(tmp_path / "train-images-idx3-ubyte.gz")
-    assert torch.equal(data.train_images[:, 0], torch.from_numpy(expected.copy()))
+    expected = torch.from_numpy(read_idx(tmp_path / "train-images-idx3-ubyte.gz").copy())
+    assert image_keys(torch.cat([data.train_images, data.val_images])) == image_keys(
+        expected.unsqueeze(1))
     assert data.train_images.dtype == torch.uint8 and data.val_labels.dtype == torch.int64
     assert data.val_labels.max() < 10
     batch = next(iter(module.train_dataloader()))
@@ -139,10 +119,10 @@ def test_fashion_mnist_reads_idx_gz_files_directly(tmp_path: Path) -> None:
 
 
 def test_fashion_mnist_in_torchvision_layout_extracted(tmp_path: Path) -> None:
-    _write_fashion_idx(tmp_path / "FashionMNIST" / "raw", {"train": 12, "t10k": 6},
-                       compress=False)
-    module = _setup(DataConfig(name="fashion_mnist", root=str(tmp_path), batch_size=4))
-    assert (len(module.train_set), len(module.val_set)) == (12, 6)
+    write_idx_set(tmp_path / "FashionMNIST" / "raw", {"train": 30, "test": 6})
+    module = _setup(DataConfig(name="fashion_mnist", root=str(tmp_path), batch_size=4,
+                               val_size=10))
+    assert (len(module.train_set), len(module.val_set)) == (20, 10)
 
 
 def test_missing_fashion_mnist_names_the_files_the_keys_and_the_package(tmp_path: Path) -> None:
@@ -166,13 +146,14 @@ def test_default_fashion_mnist_root_is_the_system_folder_when_it_exists(
 
 @pytest.mark.parametrize("damage", ["truncated", "not-gzip", "wrong-header"])
 def test_damaged_idx_files_are_a_clear_error(tmp_path: Path, damage: str) -> None:
-    _write_fashion_idx(tmp_path, {"train": 5, "t10k": 5})
+    write_idx_set(tmp_path, {"train": 20, "test": 5}, compress=True)
     path = tmp_path / "train-images-idx3-ubyte.gz"
     raw = gzip.decompress(path.read_bytes())
     damaged = {"truncated": gzip.compress(raw[:-100]), "not-gzip": raw[:200],
                "wrong-header": gzip.compress(b"\1\2" + raw[2:])}[damage]
     path.write_bytes(damaged)
-    module = build_datamodule(DataConfig(name="fashion_mnist", root=str(tmp_path)), True)
+    config = DataConfig(name="fashion_mnist", root=str(tmp_path), val_size=10)
+    module = build_datamodule(config, True)
     with pytest.raises(ConfigError, match=r"train-images-idx3-ubyte\.gz' cannot be read"):
         module.setup("fit")
 
@@ -181,3 +162,103 @@ def test_checkpoints_record_the_data_config() -> None:
     module = build_datamodule(DataConfig(name="mnist5k", batch_size=16), True)
     assert module.hparams["data"]["name"] == "mnist5k"
     assert module.hparams["data"]["batch_size"] == 16
+
+
+def _write_training_and_test_files(name: str, root: Path, num_train: int,
+                                   num_test: int) -> None:
+    if name == "cifar10":
+        write_cifar10(root, num_train, num_test)
+    else:
+        folder = root / "MNIST" / "raw" if name == "mnist" else root
+        write_idx_set(folder, {"train": num_train, "test": num_test}, compress=name != "mnist")
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
+def test_validation_is_a_fixed_stratified_part_of_the_training_files(tmp_path: Path,
+                                                                     name: str) -> None:
+    _write_training_and_test_files(name, tmp_path, num_train=60, num_test=20)
+    config = DataConfig(name=name, root=str(tmp_path), val_size=20, batch_size=4)
+    data = ImageDataModule(config, dequantise=False).load()
+    train, val = image_keys(data.train_images), image_keys(data.val_images)
+    assert (len(train), len(val)) == (40, 20) and not train & val
+    assert train | val == {(1, i) for i in range(60)}, "both from the training files only"
+    assert np.bincount(data.val_labels.numpy()).tolist() == [2] * 10
+    again = ImageDataModule(config, dequantise=False).load()
+    assert torch.equal(again.val_images, data.val_images)
+    test_images, test_labels = ImageDataModule(config, dequantise=False).load_test()
+    assert image_keys(test_images) == {(2, i) for i in range(20)} and len(test_labels) == 20
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
+def test_training_needs_no_test_file(tmp_path: Path, name: str) -> None:
+    _write_training_and_test_files(name, tmp_path, num_train=30, num_test=5)
+    for path in tmp_path.rglob("*"):
+        if path.name.startswith(("t10k", "test_batch")):
+            path.unlink()
+    module = build_datamodule(DataConfig(name=name, root=str(tmp_path), val_size=10), True)
+    module.prepare_data()
+    module.setup("fit")
+    assert (len(module.train_set), len(module.val_set)) == (20, 10)
+    with pytest.raises(ConfigError, match=r"(t10k|test_batch).*data\.root"):
+        module.load_test()
+
+
+@pytest.mark.slow
+def test_fit_never_opens_a_test_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lit_ebm.fit import main as fit
+    from tests.tiny import TINY_IMAGE_RUN
+
+    write_idx_set(tmp_path / "data" / "MNIST" / "raw", {"train": 60, "test": 20})
+    opened: list[Path] = []
+    read_idx = image_files.read_idx
+    monkeypatch.setattr(image_files, "read_idx", lambda path: opened.append(path) or read_idx(
+        path))
+    argv = [*TINY_IMAGE_RUN, "data.name=mnist", f"data.root={tmp_path / 'data'}",
+            "data.val_size=20", "data.batch_size=8", f"output_dir={tmp_path / 'runs'}"]
+    assert fit(argv) == 0
+    assert opened and all(path.name.startswith("train-") for path in opened)
+    config = (tmp_path / "runs" / "run" / "version_0" / "config.yaml").read_text()
+    assert "val_size: 20" in config
+
+
+def test_setup_never_downloads_and_prepare_data_downloads_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    downloads: list[Path] = []
+
+    def fake_download(self: ImageDataModule) -> None:
+        downloads.append(self.root)
+        write_idx_set(self.root / "MNIST" / "raw", {"train": 30, "test": 10})
+
+    monkeypatch.setattr(ImageDataModule, "_download", fake_download)
+    config = DataConfig(name="mnist", root=str(tmp_path), download=True, val_size=10)
+    module = ImageDataModule(config, dequantise=True)
+    with pytest.raises(ConfigError, match="not found"):
+        module.setup("fit")  # files missing: setup reads, never downloads
+    assert downloads == []
+    module.prepare_data()
+    ImageDataModule(config, dequantise=True).prepare_data()  # files there: no second download
+    assert downloads == [tmp_path] and (tmp_path / data_module.DOWNLOAD_LOCK).exists()
+    module.setup("fit")
+    assert len(module.val_set) == 10
+
+
+def test_val_size_must_hold_out_whole_classes_that_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'data.val_size': expected a multiple of 10"):
+        load_config([], ["data.val_size=15"])
+    write_idx_set(tmp_path / "MNIST" / "raw", {"train": 30, "test": 5})
+    module = ImageDataModule(DataConfig(name="mnist", root=str(tmp_path)), dequantise=True)
+    with pytest.raises(ConfigError, match=r"'data.val_size'.*use data.val_size<=20"):
+        module.setup("fit")
+
+
+def test_mnist5k_has_no_test_split() -> None:
+    with pytest.raises(ConfigError, match="mnist5k has no test split.*--split val"):
+        ImageDataModule(DataConfig(name="mnist5k"), dequantise=True).load_test()
+
+
+def test_damaged_cifar10_batch_is_a_clear_error(tmp_path: Path) -> None:
+    folder = write_cifar10(tmp_path, 30, 10)
+    (folder / "data_batch_3").write_bytes((folder / "data_batch_3").read_bytes()[:500])
+    module = ImageDataModule(DataConfig(name="cifar10", root=str(tmp_path), val_size=10), True)
+    with pytest.raises(ConfigError, match=r"data_batch_3' cannot be read.*data.download=true"):
+        module.setup("fit")

@@ -60,6 +60,7 @@ def test_results_hold_every_figure_for_every_row(evaluated: Path) -> None:
     results = _results(evaluated)
     assert results["features"] == "mnist_cnn" and results["data"] == "mnist5k"
     assert results["num_real"] == 500 and results["num_samples"] == 150
+    assert results["reference"] == "validation split"
     rows = results["rows"]
     assert [row["label"] for row in rows] == ["real: training split", "ml/version_0",
                                               "adv/version_0", "adv/version_0 EBM (SIR, M=2)"]
@@ -164,6 +165,8 @@ BAD = {
     "no-samples": (_args("--ckpt", "{ml}", "--num-samples", "0"),
                    "invalid value 0 for '--num-samples': expected a positive number"),
     "unknown-data-set": (_args("--ckpt", "{ml}", "--data", "toy2d"), "'--data'"),
+    "no-test-split-in-mnist5k": (_args("--ckpt", "{ml}", "--split", "test"),
+                                 "mnist5k has no test split"),
 }
 
 

@@ -30,15 +30,35 @@ IMAGE_GENERATORS = ("realnvp", "pixelcnn")
 POINT_GENERATORS = ("realnvp2d", "mixture2d")
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16-true", "16", "bf16-mixed",
               "bf16-true", "bf16")
+# The whole model in half precision cannot hold log-densities of thousands of nats: float16's
+# spacing near 2,400 is 2 nats, bfloat16's 16 (docs/mathematics.md, "Precision").
+HALF_PRECISIONS = ("16-true", "bf16-true")
+
+
+def log_density_precision(value: Any) -> str | None:
+    """trainer.precision's rule for every objective: mixed or full precision only."""
+    if value not in HALF_PRECISIONS:
+        return None
+    return ("32-true, 64-true, bf16-mixed or 16-mixed: with the whole model in half precision "
+            "log-densities of thousands of nats are rounded to whole nats or more; use "
+            "trainer.precision=bf16-mixed (or 32-true)")
+
+
+def whole_classes(value: Any) -> str | None:
+    """data.val_size's rule: the same number of images of each of the 10 classes."""
+    return None if value % 10 == 0 else "a multiple of 10 (val_size / 10 images of each class)"
 
 
 @dataclass
 class DataConfig:
-    """Which data set, where it lives and how it is batched."""
+    """Which data set, where it lives, how it is batched and how validation is held out."""
 
     name: str = setting("mnist5k", one_of(*IMAGE_DATASETS, "toy2d"))
     root: str | None = None  # None: the bundled data (fashion_mnist: the system folder)
     download: bool = False  # mnist, fashion_mnist, cifar10: let torchvision download into root
+    # mnist, fashion_mnist, cifar10: training images held out for validation (stratified,
+    # fixed); the test set is only for `lit_ebm.evaluate --split test`. mnist5k: its 4,500/500.
+    val_size: int = setting(5000, positive, whole_classes)
     batch_size: int = setting(64, positive)
     num_workers: int = setting(0, non_negative)
     toy_shape: str = setting("ring8", one_of(*TOY2D_SHAPES))  # toy2d only
@@ -164,8 +184,9 @@ class TrainerConfig:
     max_epochs: int = 10
     max_steps: int = -1
     accelerator: str = setting("auto", one_of("auto", "cpu", "gpu", "cuda", "mps", "tpu"))
-    devices: Any = setting("auto", devices)
-    strategy: str = "auto"
+    devices: Any = setting("auto", devices)  # per node
+    num_nodes: int = setting(1, positive)  # must match the nodes torchrun or srun started
+    strategy: str = "auto"  # adversarial DDP runs get find_unused_parameters=True
     precision: str = setting("32-true", one_of(*PRECISIONS))
     limit_train_batches: int | float = setting(1.0, batch_limit(1))  # int: batches; float: share
     limit_val_batches: int | float = setting(1.0, batch_limit(0))
@@ -208,6 +229,8 @@ class Config:
 def cross_checks(cfg: Config) -> None:
     """The rules that tie several keys together, each raising for the key to change."""
     trainer = cfg.trainer
+    if (expected := log_density_precision(trainer.precision)) is not None:
+        raise invalid("trainer.precision", trainer.precision, expected)
     if trainer.max_steps == 0 or trainer.max_steps < -1:
         raise invalid("trainer.max_steps", trainer.max_steps,
                       "-1 (no limit) or a positive number of optimiser steps")

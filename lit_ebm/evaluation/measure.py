@@ -1,10 +1,12 @@
 """Measuring checkpoints: every figure of every row, returned as typed results.
 
 For every checkpoint (``MaximumLikelihood`` or ``AdversarialEBM``, image data), on fixed
-features (:mod:`lit_ebm.features`) against the validation split (docs/evaluation.md):
+features (:mod:`lit_ebm.features`) against the reference split (docs/evaluation.md): the
+validation split the run was trained with (``split="val"``), or the official test set
+(``split="test"``, the only way lit_ebm reads it):
 
 - the generator: FID, KID (mean and std over subsets), precision, recall, density and
-  coverage of ``num_samples`` samples, and its bits/dim on the validation split;
+  coverage of ``num_samples`` samples, and its bits/dim on the reference split;
 - for an ``AdversarialEBM``, also the EBM itself: its bits/dim from log p(x) = -E(x) - log Z
   with the learned log Z and with a fresh importance-sampling estimate (proposal q alone, with
   its standard error), and the same sample metrics for EBM samples drawn by
@@ -12,7 +14,7 @@ features (:mod:`lit_ebm.features`) against the validation split (docs/evaluation
   ``num_samples x candidates`` draws serve all three: the first candidate of each group is the
   generator's sample, the resampled one the EBM's, and all of them estimate log Z.
 
-A real-versus-real row (as many training images against the same validation split) gives the
+A real-versus-real row (as many training images against the same reference split) gives the
 floor of every figure. Deterministic for a given seed.
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lit_ebm.config import DataConfig
-from lit_ebm.data import ImageDataModule, LabelledImages
+from lit_ebm.data import ImageDataModule, QuantisedImages
 from lit_ebm.errors import ConfigError
 from lit_ebm.evaluation.loading import LoadedCheckpoint, check_same_data, load_checkpoint
 from lit_ebm.evaluation.quality import (
@@ -74,8 +76,8 @@ class EBMDraws:
 
 @dataclass
 class ValidationBits:
-    """The generator's bits/dim on the validation split; for an EBM also the learned log Z, its
-    own bits/dim under it, and the energies of the validation images."""
+    """The generator's bits/dim on the reference split; for an EBM also the learned log Z, its
+    own bits/dim under it, and the energies of the reference images."""
 
     bpd: float
     log_z_learned: float | None = None
@@ -85,25 +87,45 @@ class ValidationBits:
 
 @dataclass
 class Reference:
-    """The images every row is measured against, the features, and the KID subset size."""
+    """The images every row is measured against (``split``), the training images of the
+    real-versus-real row, the features, and the KID subset size."""
 
     name: str
-    images: LabelledImages
+    split: str
+    images: Tensor
+    train_images: Tensor
     extractor: FeatureExtractor
     kid_subset_size: int
 
 
+def data_module(section: dict[str, Any], root: str | None, dequantise: bool,
+                batch_size: int = 256) -> ImageDataModule:
+    """The DataModule of a checkpoint's data section (its validation split included), reading
+    from ``root`` when given."""
+    known = {item.name for item in fields(DataConfig)}
+    values = {key: value for key, value in section.items() if key in known}
+    config = DataConfig(**{**values, "root": root or section.get("root"),
+                           "batch_size": batch_size, "num_workers": 0})
+    return ImageDataModule(config, dequantise)
+
+
+def split_images(datamodule: ImageDataModule, split: str) -> QuantisedImages:
+    """The ``val`` split, or the official ``test`` set, served as in validation."""
+    if split == "test":
+        return QuantisedImages(datamodule.load_test()[0], datamodule.dequantise, noise_seed=0)
+    datamodule.setup("validate")
+    return datamodule.val_set
+
+
 @torch.no_grad()
 def validation_bits(checkpoint: LoadedCheckpoint, data_root: str | None,
-                    batch_size: int) -> ValidationBits:
-    """Bits/dim over the whole validation split of the data the checkpoint was trained on."""
+                    batch_size: int, split: str = "val") -> ValidationBits:
+    """Bits/dim over the whole reference split (``val`` or ``test``) of the data the
+    checkpoint was trained on."""
     module, generator = checkpoint.module, checkpoint.module.generator
-    config = DataConfig(**{**checkpoint.data, "root": data_root or checkpoint.data.get("root"),
-                           "batch_size": batch_size, "num_workers": 0})
-    datamodule = ImageDataModule(config, dequantise=not generator.discrete)
-    datamodule.setup("validate")
+    datamodule = data_module(checkpoint.data, data_root, not generator.discrete, batch_size)
     log_q, energy = [], []
-    for batch in DataLoader(datamodule.val_set, batch_size=batch_size):
+    for batch in DataLoader(split_images(datamodule, split), batch_size=batch_size):
         batch = batch.to(module.device)
         log_q.append(generator.log_prob(batch))
         if isinstance(module, AdversarialEBM):
@@ -170,7 +192,7 @@ def checkpoint_rows(checkpoint: LoadedCheckpoint, settings: EvaluationSettings) 
     """The generator row of one checkpoint, and for an EBM its resampled row; sample metrics
     come from :func:`with_sample_metrics`."""
     start = time.perf_counter()
-    bits = validation_bits(checkpoint, settings.data_root, settings.batch_size)
+    bits = validation_bits(checkpoint, settings.data_root, settings.batch_size, settings.split)
     torch.manual_seed(settings.seed)
     if isinstance(checkpoint.module, AdversarialEBM):
         return _ebm_rows(checkpoint, checkpoint.module, settings, bits, start)
@@ -184,10 +206,10 @@ def checkpoint_rows(checkpoint: LoadedCheckpoint, settings: EvaluationSettings) 
 
 
 def with_sample_metrics(rows: list[Row], reference: Reference, seed: int) -> list[Row]:
-    """``rows`` with FID, KID, precision, recall, density and coverage against the validation
+    """``rows`` with FID, KID, precision, recall, density and coverage against the reference
     split (KID subsets drawn with ``seed``)."""
     extractor = reference.extractor
-    real = image_features(extractor, reference.images.val_images)
+    real = image_features(extractor, reference.images)
     distances = FeatureDistances(extractor.num_features, reference.kid_subset_size)
     distances = distances.to(real.device)
     distances.update(real, real=True)
@@ -203,12 +225,16 @@ def with_sample_metrics(rows: list[Row], reference: Reference, seed: int) -> lis
     return measured
 
 
-def load_reference(data_name: str, root: str | None, settings: EvaluationSettings,
+def load_reference(section: dict[str, Any], root: str | None, settings: EvaluationSettings,
                    device: torch.device) -> Reference:
-    """The data set and its feature extractor; refuses sample counts they cannot serve."""
-    data = ImageDataModule(DataConfig(name=data_name, root=root), dequantise=False).load()
+    """The data set of a checkpoint's data ``section`` (its ``settings.split``, and its
+    training split) and its feature extractor; refuses sample counts they cannot serve."""
+    datamodule = data_module(section, root, dequantise=False)
+    data = datamodule.load()
+    images = data.val_images if settings.split == "val" else datamodule.load_test()[0]
+    data_name = section["name"]
     extractor = build_feature_extractor(data_name, settings.inception_weights).to(device)
-    num_real, num_train = len(data.val_images), len(data.train_images)
+    num_real, num_train = len(images), len(data.train_images)
     kid_subset_size = settings.kid_subset_size
     if kid_subset_size is None:
         kid_subset_size = min(KID_SUBSET_SIZE, num_real)
@@ -218,7 +244,8 @@ def load_reference(data_name: str, root: str | None, settings: EvaluationSetting
         raise ConfigError(f"{flag('num_samples')} {settings.num_samples} exceeds the {num_train}"
                           " training images that the real-versus-real row draws from: use "
                           f"{flag('num_samples')}<={num_train}")
-    return Reference(data_name, data, extractor, kid_subset_size)
+    return Reference(data_name, settings.split, images, data.train_images, extractor,
+                     kid_subset_size)
 
 
 def _classifier_accuracy(features_name: str) -> dict[str, Any] | None:
@@ -236,11 +263,12 @@ def evaluate(settings: EvaluationSettings) -> EvaluationResults:
     checkpoints = [load_checkpoint(path, settings.data, device) for path in settings.checkpoints]
     data_name = check_same_data(checkpoints)
     root = settings.data_root or checkpoints[0].data.get("root")
-    reference = load_reference(data_name, root, settings, device)
+    reference = load_reference({**checkpoints[0].data, "name": data_name}, root, settings,
+                               device)
     if settings.out is not None:
         prepare_out(Path(settings.out))
     torch.manual_seed(settings.seed)
-    train_images = reference.images.train_images
+    train_images = reference.train_images
     baseline = train_images[torch.randperm(len(train_images))[:settings.num_samples]]
     rows = [Row(label="real: training split", kind="real", objective="real", data=data_name,
                 images=baseline)]
@@ -251,7 +279,8 @@ def evaluate(settings: EvaluationSettings) -> EvaluationResults:
     results = EvaluationResults(
         command=settings.command_line(), data=reference.name, features=features,
         features_classifier=_classifier_accuracy(features), num_samples=settings.num_samples,
-        num_real=len(reference.images.val_images), kid_subset_size=reference.kid_subset_size,
+        num_real=len(reference.images), kid_subset_size=reference.kid_subset_size,
+        reference="validation split" if reference.split == "val" else "test split",
         nearest_neighbours=NEAREST_NEIGHBOURS, candidates=settings.candidates,
         seed=settings.seed, device=str(device), rows=rows, seconds=time.perf_counter() - start)
     if settings.out is not None:

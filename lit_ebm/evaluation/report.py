@@ -43,8 +43,9 @@ def markdown_table(results: EvaluationResults) -> str:
     """``results.md``: one table, the real-versus-real row first."""
     f = results.features
     columns = [(figure_key(figure, f), column_title(figure, f)) for figure in TABLE_COLUMNS]
-    lines = [f"Features: {f}; {results.num_samples} images per row against the validation "
-             f"split ({results.num_real} images); KID subsets of {results.kid_subset_size}; "
+    lines = [f"Features: {f}; {results.num_samples} images per row against the "
+             f"{results.reference} ({results.num_real} images); KID subsets of "
+             f"{results.kid_subset_size}; "
              f"seed {results.seed}.", "",
              "| row | " + " | ".join(title for _, title in columns) + " |",
              "|---|" + "---|" * len(columns)]

@@ -76,8 +76,8 @@ class EvaluationResults:
     features: str  # the feature extractor of every row's sample metrics
     features_classifier: dict[str, Any] | None  # its accuracy report, for classifier features
     num_samples: int
-    num_real: int  # images in the validation split, the reference of every sample metric
-    reference: str = "validation split"
+    num_real: int  # images in the reference split, the reference of every sample metric
+    reference: str = "validation split"  # or "test split" (lit_ebm.evaluate --split test)
     kid_subset_size: int
     nearest_neighbours: int  # k of precision, recall, density and coverage
     candidates: int

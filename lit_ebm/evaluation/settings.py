@@ -12,6 +12,7 @@ import torch
 from lit_ebm.config import IMAGE_DATASETS
 from lit_ebm.config.rules import check_settings, one_of, optional, positive, setting
 
+SPLITS = ("val", "test")
 KID_SUBSET_SIZE = 1000  # the default, lowered to the validation split's size where smaller
 FLAGS = {"checkpoints": "--ckpt"}  # settings whose flag is not named after them
 
@@ -57,6 +58,9 @@ class EvaluationSettings:
     batch_size: int = setting(256, positive)  # images per forward pass
     data: str | None = setting(None, optional(one_of(*IMAGE_DATASETS)))  # None: as trained
     data_root: str | None = None  # None: as in training
+    # the reference of every figure: the validation split carved from the training files, on
+    # which the run chose its checkpoint, or the official test set (mnist, fashion_mnist, cifar10)
+    split: str = setting("val", one_of(*SPLITS))
     inception_weights: str | None = None  # cifar10: a local Inception weights file
     device: str | None = setting(None, optional(torch_device))  # None: cuda when available
     command: str | None = None  # for results.json; None: the equivalent command line

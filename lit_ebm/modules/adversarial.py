@@ -1,15 +1,18 @@
 """The adversarial EBM of Finn, Christiano, Abbeel & Levine (2016), section 3: a GAN whose
 discriminator is D(x) = sigmoid(-E(x) - log Z - log q(x)). The mathematics is in
-:mod:`lit_ebm.objectives`; docs/mathematics.md reads it next to the paper.
+:mod:`lit_ebm.objectives`; docs/mathematics.md reads it next to the paper. Everything passed
+to the objectives is float32 or wider under any Trainer precision (:mod:`lit_ebm.precision`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
+from torch.optim import Optimizer
 
 from lit_ebm import generator_objectives, objectives
 from lit_ebm.energy import ResidualEnergy
@@ -21,6 +24,7 @@ from lit_ebm.modules.training_stats import (
     generator_stats,
     input_gradient_norms,
 )
+from lit_ebm.precision import density_call
 from lit_ebm.registry import NetworkSpec, as_network
 
 GENERATOR_OBJECTIVES = ("reverse_kl", "hybrid", "forward_kl")
@@ -41,8 +45,9 @@ class GeneratedBatch:
     log_q: Tensor
     log_q_base: Tensor | None
 
-    def energy(self, energy: nn.Module, detach: bool = False) -> Tensor:
-        """E(x-); ``detach`` cuts every path to the generator (the energy step)."""
+    def energy(self, energy: Callable[..., Tensor], detach: bool = False) -> Tensor:
+        """E(x-) by ``energy`` (:meth:`AdversarialEBM.energy_of`); ``detach`` cuts every path
+        to the generator (the energy step)."""
         x = self.x.detach() if detach else self.x
         if self.log_q_base is None:
             return energy(x)
@@ -95,11 +100,11 @@ class AdversarialEBM(GenerativeModule):
         generator_turn = (batch_idx + 1) % self.n_critic == 0
         fake = self.generate(len(x_real), keep_graph=generator_turn)
         with torch.no_grad():
-            log_q_real = self.generator.log_prob(x_real)
+            log_q_real = self.log_q(x_real)
         log_q_fake = fake.log_q.detach()
 
         # Energy step: minimise L_D over E and log Z, with samples and log q held fixed.
-        energy_real, energy_fake = self.energy(x_real), fake.energy(self.energy, detach=True)
+        energy_real, energy_fake = self.energy_of(x_real), fake.energy(self.energy_of, True)
         self.track_log_z(torch.cat([energy_real, energy_fake]).detach(),
                          torch.cat([log_q_real, log_q_fake]))
         loss_d = objectives.discriminator_loss(energy_real, energy_fake, self.log_z,
@@ -132,18 +137,18 @@ class AdversarialEBM(GenerativeModule):
         """The loss to differentiate for the generator objective, and the value of
         L_G = mean(E + log q) under the current energy (detached, for monitoring)."""
         with torch.set_grad_enabled(not self.generator.discrete):
-            energy = fake.energy(self.energy, detach=self.generator.discrete)
+            energy = fake.energy(self.energy_of, detach=self.generator.discrete)
         value = (energy + fake.log_q).detach().mean()
         if self.generator_objective == "forward_kl":  # log q at the samples, no score term
-            log_q = fake.log_q if self.generator.discrete else self.generator.log_prob(
-                fake.x.detach())
+            log_q = fake.log_q if self.generator.discrete else self.log_q(fake.x.detach())
             return generator_objectives.generator_loss_forward_kl(energy.detach(), log_q), value
         log_q = fake.log_q  # reparameterised: carries the path through x- unless discrete
         if self.sticking_the_landing and not self.generator.discrete:
-            log_q = self.generator.log_prob_at_fixed_parameters(fake.x)
+            log_q = density_call(self.generator, self.device.type,
+                                 self.generator.log_prob_at_fixed_parameters, fake.x)
         if self.generator_objective == "hybrid":
             loss = generator_objectives.generator_loss_hybrid(
-                energy, log_q, self.generator.log_prob(x_real), self.nll_weight,
+                energy, log_q, self.log_q(x_real), self.nll_weight,
                 score_function=self.generator.discrete)
         elif self.generator.discrete:  # score function with a leave-one-out baseline
             loss = objectives.generator_loss_score_function(energy, log_q)
@@ -163,7 +168,8 @@ class AdversarialEBM(GenerativeModule):
         for x, graph in ((x_real, self.r1_gamma > 0), (x_fake, False)):
             x = x.detach().requires_grad_(True)
             with torch.enable_grad():
-                (grad,) = torch.autograd.grad(learnable(x).sum(), x, create_graph=graph)
+                f = density_call(learnable, x.device.type, learnable, x)
+                (grad,) = torch.autograd.grad(f.sum(), x, create_graph=graph)
             grads.append(grad)
         return grads[0], grads[1]
 
@@ -172,7 +178,7 @@ class AdversarialEBM(GenerativeModule):
         a generator step needs if ``keep_graph``. A discrete sample has no path to the
         parameters: its log q is recomputed with gradient for the score-function estimator."""
         with torch.set_grad_enabled(keep_graph):
-            x, log_q = self.generator.sample(num_samples)
+            x, log_q = self.sample_q(num_samples)
             expected = (num_samples, *self.generator.event_shape)
             if tuple(x.shape) != expected or tuple(log_q.shape) != (num_samples,):
                 raise ValueError(
@@ -182,24 +188,39 @@ class AdversarialEBM(GenerativeModule):
                     "large as the data batch (docs/mathematics.md, the paper's setting)")
             if self.generator.discrete:
                 x = x.detach()
-                log_q = self.generator.log_prob(x) if keep_graph else log_q
-            energy = self.energy
-            base = energy.base.log_prob(x) if isinstance(energy, ResidualEnergy) else None
+                log_q = self.log_q(x) if keep_graph else log_q
+            base = None
+            if isinstance(self.energy, ResidualEnergy):
+                base = density_call(self.energy.base, x.device.type, self.energy.base.log_prob, x)
         return GeneratedBatch(x, log_q, base)
 
     def optimise(self, optimizer: LightningOptimizer, loss: Tensor, role: str,
                  value: Tensor) -> None:
         """One step of ``optimizer`` on ``loss``, refused if ``value`` (the objective being
-        optimised) is not finite; logs the gradient norm before clipping and whether it was
-        clipped."""
+        optimised) is not finite; clipped in :meth:`on_before_optimizer_step`."""
         self.check_finite(f"{LOSS_NAMES[role]} ({role} objective)", value)
         optimizer.zero_grad()
         self.manual_backward(loss)
-        norm = self.clip(optimizer)
         optimizer.step()
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Clip ``optimizer``'s gradients; log their norm before clipping and whether it was
+        clipped. Lightning calls this inside ``optimizer.step()``, after a 16-mixed run's grad
+        scaler has unscaled the gradients: clipping before ``step()`` would act on gradients
+        multiplied by the loss scale."""
+        energy_opt, _ = self.optimizers()  # type: ignore[attr-defined]
+        role = "energy" if optimizer is getattr(energy_opt, "optimizer", energy_opt) else (
+            "generator")
+        norm = self.clip(optimizer)
         self.log(f"train/grad_norm_{role}", norm)
         if self.grad_clip_norm is not None:
             self.log(f"train/clipped_{role}", (norm > self.grad_clip_norm).float())
+
+    def energy_of(self, x: Tensor, base_log_prob: Tensor | None = None) -> Tensor:
+        """E(x), shape ``(B,)``, float32 or wider under any autocast setting; ``base_log_prob``
+        is a residual energy's log q0(x) where it is already computed."""
+        extra = {} if base_log_prob is None else {"base_log_prob": base_log_prob}
+        return density_call(self.energy, x.device.type, self.energy, x, **extra)
 
     def track_log_z(self, energy: Tensor, log_q: Tensor) -> None:
         """Move log Z toward the union batch's L_D-optimal value (fact 1), the mean over ranks:
@@ -218,7 +239,7 @@ class AdversarialEBM(GenerativeModule):
     def score(self, x: Tensor) -> dict[str, Tensor]:
         """The learned EBM p_theta(x) = exp(-E(x)) / Z at ``x``: ``energy`` E(x) and
         ``log_prob`` = -E(x) - log Z under the learned log Z, each of shape ``(B,)``."""
-        energy = self.energy(x)
+        energy = self.energy_of(x)
         return {"energy": energy, "log_prob": -energy - self.log_z}
 
     def log_density(self, x: Tensor) -> Tensor:
@@ -248,8 +269,8 @@ class AdversarialEBM(GenerativeModule):
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         super().validation_step(batch, batch_idx)
         fake = self.generate(len(batch), keep_graph=False)
-        energy = torch.cat([self.energy(batch), fake.energy(self.energy)])
-        log_q = torch.cat([self.generator.log_prob(batch), fake.log_q])
+        energy = torch.cat([self.energy_of(batch), fake.energy(self.energy_of)])
+        log_q = torch.cat([self.log_q(batch), fake.log_q])
         self.val_log_z_is.update(-energy - objectives.log_mu(energy, self.log_z, log_q))
         self.log("val/log_z_is", self.val_log_z_is)
         self.log("val/log_z", self.log_z.detach(), sync_dist=True)

@@ -1,6 +1,10 @@
 """What both LightningModules share: the generator, its optimiser settings, validation
 likelihood, clipping and the finite-loss guard.
 
+Every log-density is computed in float32 or wider whatever the Trainer's precision: the
+generator is evaluated through :meth:`GenerativeModule.log_q` and
+:meth:`GenerativeModule.sample_q` (:mod:`lit_ebm.precision`).
+
 Modules receive built networks and plain hyperparameters. Hyperparameters are saved as plain
 containers, networks as their registry descriptions (:mod:`lit_ebm.registry`), so checkpoints
 load with ``torch.load(weights_only=True)`` and ``load_from_checkpoint(path)`` needs no config.
@@ -25,6 +29,7 @@ from torchmetrics import MeanMetric
 
 from lit_ebm.errors import NonFiniteLossError
 from lit_ebm.generators.base import Generator, bits_per_dim
+from lit_ebm.precision import density_call
 from lit_ebm.registry import NetworkSpec, as_network, describe
 
 AdamSettings = Mapping[str, Any]
@@ -101,13 +106,21 @@ class GenerativeModule(pl.LightningModule):
             stats["bpd"] = bits_per_dim(log_q, self.generator.num_dims, self.generator.discrete)
         return stats
 
+    def log_q(self, x: Tensor) -> Tensor:
+        """log q(x), shape ``(B,)``, in float32 or wider under any autocast setting."""
+        return density_call(self.generator, x.device.type, self.generator.log_prob, x)
+
+    def sample_q(self, num_samples: int) -> tuple[Tensor, Tensor]:
+        """``generator.sample(num_samples)``, its log q in float32 or wider."""
+        return density_call(self.generator, self.device.type, self.generator.sample, num_samples)
+
     def log_train_likelihood(self, log_q: Tensor) -> None:
         for name, values in self.likelihood_stats(log_q.detach()).items():
             self.log(f"train/{name}", values.mean(), prog_bar=name == "bpd",
                      batch_size=len(log_q))
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        stats = self.likelihood_stats(self.generator.log_prob(batch))
+        stats = self.likelihood_stats(self.log_q(batch))
         self.val_nll.update(stats["nll"])
         self.log("val/nll", self.val_nll, prog_bar=not self.images)
         if self.images:
@@ -116,7 +129,7 @@ class GenerativeModule(pl.LightningModule):
 
     def log_density(self, x: Tensor) -> Tensor:
         """The trained model's normalised log-density (here the generator's)."""
-        return self.generator.log_prob(x)
+        return self.log_q(x)
 
     def optimizer_settings(self) -> list[tuple[list[nn.Parameter], AdamSettings]]:
         """The parameters and Adam settings of each optimiser, in ``configure_optimizers``

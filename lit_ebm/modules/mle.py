@@ -24,7 +24,7 @@ class MaximumLikelihood(GenerativeModule):
         self.save_networks_and_hyperparameters(generator=self.generator)
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        log_q = self.generator.log_prob(batch)
+        log_q = self.log_q(batch)
         loss = -log_q.mean() / self.generator.num_dims
         self.check_finite("train/loss (negative log-likelihood per dimension)", loss)
         self.log_train_likelihood(log_q)

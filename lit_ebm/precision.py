@@ -1,0 +1,51 @@
+"""Log-densities and energies in float32 or wider, whatever autocast the Trainer runs under.
+
+Discriminator logits are differences of log-densities of thousands of nats, where float16's
+spacing is 2 nats and bfloat16's 16 (docs/mathematics.md, "Precision"). A network runs under
+the Trainer's autocast only if its class declares ``autocast_safe = True``, a promise that its
+outputs are computed in float32 whatever precision its layers use (the shipped energies: their
+features in the run's precision, the scalar output layer in float32). Every other network, the
+generators and any network of your own that makes no such promise, is evaluated with autocast
+disabled, in its parameters' precision. Outputs are promoted to at least float32 either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+def at_least_float32(value: Tensor) -> Tensor:
+    """``value`` promoted to float32 if it is narrower (float64 stays float64)."""
+    return value.to(torch.promote_types(value.dtype, torch.float32))
+
+
+def autocast_safe(network: nn.Module) -> bool:
+    """Whether ``network`` declares float32 outputs under autocast (``autocast_safe = True``)."""
+    return bool(getattr(network, "autocast_safe", False))
+
+
+@contextmanager
+def density_precision(network: nn.Module, device_type: str) -> Iterator[None]:
+    """The block as it is for an autocast-safe ``network``; with autocast disabled on
+    ``device_type`` for any other."""
+    if autocast_safe(network):
+        yield
+    else:
+        with torch.autocast(device_type, enabled=False):
+            yield
+
+
+def density_call(network: nn.Module, device_type: str, method: Callable[..., Any],
+                 *args: Any, **kwargs: Any) -> Any:
+    """``method(*args, **kwargs)``, a method of ``network`` returning a tensor or a tuple of
+    tensors, under :func:`density_precision`, with floating outputs at least float32."""
+    with density_precision(network, device_type):
+        out = method(*args, **kwargs)
+    if isinstance(out, tuple):
+        return tuple(at_least_float32(o) if o.is_floating_point() else o for o in out)
+    return at_least_float32(out)
