@@ -54,6 +54,17 @@ def check_compatible(expected: Mapping[str, Tensor], found: Mapping[str, Tensor]
                           "that this model lacks (the architecture settings differ)")
 
 
+def check_finite_weights(checkpoint: Mapping[str, Any], source: str) -> None:
+    """Raise :class:`ConfigError` naming the first weight of ``checkpoint`` that holds NaN or
+    infinite values (a run saved after it diverged)."""
+    for name, tensor in checkpoint["state_dict"].items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ConfigError(f"{source} holds non-finite weights ('{name}' has {bad} NaN or "
+                              "infinite values): evaluate a checkpoint saved before training "
+                              "diverged, e.g. its run's best-epoch*.ckpt")
+
+
 def generator_name(checkpoint: Mapping[str, Any]) -> str | None:
     """The ``model.generator.name`` of the generator a checkpoint holds (None if unknown)."""
     spec = (checkpoint.get("hyper_parameters") or {}).get("generator")

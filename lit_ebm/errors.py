@@ -30,6 +30,10 @@ class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; training stops before the bad update is applied."""
 
 
+class NonFiniteSamplesError(NonFiniteLossError):
+    """A generator drew samples holding NaN or infinite values."""
+
+
 def require(condition: bool, argument: str, message: str) -> None:
     """Raise :class:`InvalidArgument` for ``argument`` with ``message`` unless ``condition``."""
     if not condition:

@@ -20,7 +20,7 @@ from lit_ebm.errors import ConfigError
 from lit_ebm.evaluate import main as evaluate
 from lit_ebm.evaluation import EvaluationResults, EvaluationSettings, Row, SampleMetrics
 from lit_ebm.fit import main as fit
-from lit_ebm.generators import bits_per_dim
+from lit_ebm.generators import RealNVP, bits_per_dim
 from lit_ebm.modules import AdversarialEBM, MaximumLikelihood, load_module
 from tests.tiny import TINY_IMAGE_RUN
 
@@ -146,6 +146,14 @@ def _garbage(tmp: Path, checkpoints: dict[str, Path]) -> list[str]:
     return ["--ckpt", str(tmp / "garbage.ckpt")]
 
 
+def _nan_weights(tmp: Path, checkpoints: dict[str, Path]) -> list[str]:
+    checkpoint = torch.load(checkpoints["ml"], weights_only=True)
+    name = next(k for k, v in checkpoint["state_dict"].items() if v.is_floating_point())
+    checkpoint["state_dict"][name] = torch.full_like(checkpoint["state_dict"][name], math.nan)
+    torch.save(checkpoint, tmp / "diverged.ckpt")
+    return ["--ckpt", str(tmp / "diverged.ckpt")]
+
+
 def _args(*args: str):
     return lambda tmp, checkpoints: [a.format(**checkpoints) for a in args]
 
@@ -153,6 +161,7 @@ def _args(*args: str):
 BAD = {
     "missing-file": (_args("--ckpt", "/nonexistent/last.ckpt"), "does not exist"),
     "unreadable-file": (_garbage, "truncated or corrupted"),
+    "non-finite-weights": (_nan_weights, "diverged.ckpt' holds non-finite weights"),
     "not-a-lit-ebm-checkpoint": (_not_lit_ebm, "not a lit_ebm checkpoint"),
     "different-data-sets": (_other_data, "different data sets"),
     "fewer-samples-than-features": (_args("--ckpt", "{ml}", "--num-samples", "100",
@@ -237,3 +246,17 @@ def test_fid_and_kid_are_logged_during_training_and_leave_training_unchanged(
                          weights_only=True)["state_dict"]
     assert with_eval.keys() == without.keys(), "the feature network stays out of checkpoints"
     assert all(torch.equal(with_eval[k], without[k]) for k in with_eval)
+
+
+def test_non_finite_samples_are_one_line_naming_the_checkpoint(
+        checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    def nan_sample(self: RealNVP, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.full((num_samples, 1, 28, 28), math.nan), torch.zeros(num_samples)
+
+    monkeypatch.setattr(RealNVP, "sample", nan_sample)
+    assert evaluate(["--ckpt", str(checkpoints["ml"]), "--out", str(tmp_path / "o"),
+                     *SMALL]) == 2
+    stdout, stderr = capfd.readouterr()
+    lines = [line for line in (stdout + stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "last.ckpt'" in lines[0] and "NaN or infinite" in lines[0], lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,10 @@ def test_last_checkpoint_holds_the_final_step_with_a_step_interval(tiny_run: lis
     checkpoints = tmp_path / "runs" / "tiny" / "version_0" / "checkpoints"
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 6
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best-epoch001.ckpt", "last.ckpt"]
+
+
+def test_console_scripts_are_the_command_lines() -> None:
+    scripts = {entry.name: entry.value for entry in entry_points(group="console_scripts")
+               if entry.name.startswith("lit-ebm-")}
+    assert scripts == {"lit-ebm-fit": "lit_ebm.fit:main",
+                       "lit-ebm-evaluate": "lit_ebm.evaluate:main"}

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from lit_ebm.checkpoints import generator_name, read_checkpoint
+from lit_ebm.checkpoints import check_finite_weights, generator_name, read_checkpoint
 from lit_ebm.errors import ConfigError
 from lit_ebm.evaluation.settings import flag
 from lit_ebm.modules import AdversarialEBM, GenerativeModule, module_class
@@ -70,6 +70,7 @@ def load_checkpoint(path: str | Path, data: str | None = None,
         raise ConfigError(f"{key}: '{path}' is not a lit_ebm checkpoint (no generator network "
                           "in its hyperparameters): pass a checkpoint written by python -m "
                           "lit_ebm.fit")
+    check_finite_weights(checkpoint, f"{key} '{path}'")
     section = _data_section(path, checkpoint)
     if data is not None:
         section["name"] = data

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from lit_ebm.config import DataConfig
 from lit_ebm.data import ImageDataModule, QuantisedImages
-from lit_ebm.errors import ConfigError
+from lit_ebm.errors import ConfigError, NonFiniteSamplesError
 from lit_ebm.evaluation.loading import LoadedCheckpoint, check_same_data, load_checkpoint
 from lit_ebm.evaluation.quality import (
     FeatureDistances,
@@ -194,11 +194,14 @@ def checkpoint_rows(checkpoint: LoadedCheckpoint, settings: EvaluationSettings) 
     start = time.perf_counter()
     bits = validation_bits(checkpoint, settings.data_root, settings.batch_size, settings.split)
     torch.manual_seed(settings.seed)
-    if isinstance(checkpoint.module, AdversarialEBM):
-        return _ebm_rows(checkpoint, checkpoint.module, settings, bits, start)
-    generator = checkpoint.module.generator
-    images = generated_levels(generator.sample, generator.discrete, settings.num_samples,
-                              settings.batch_size)
+    try:
+        if isinstance(checkpoint.module, AdversarialEBM):
+            return _ebm_rows(checkpoint, checkpoint.module, settings, bits, start)
+        generator = checkpoint.module.generator
+        images = generated_levels(generator.sample, generator.discrete, settings.num_samples,
+                                  settings.batch_size)
+    except NonFiniteSamplesError as err:
+        raise ConfigError(f"{flag('checkpoints')} '{checkpoint.path}': {err}") from None
     return [Row(label=checkpoint.label, kind="generator", path=str(checkpoint.path),
                 objective=checkpoint.objective, generator=checkpoint.generator,
                 data=checkpoint.data["name"], bpd=bits.bpd,

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lit_ebm.errors import NonFiniteSamplesError
+
 
 def bits_per_dim(log_q: Tensor, num_dims: int, discrete: bool) -> Tensor:
     """Bits per dimension of 8-bit data from log-densities in the energy's input space.
@@ -29,6 +31,10 @@ def to_levels(x: Tensor, discrete: bool) -> Tensor:
     Discrete models give k / 255, so k = round(255 x); continuous ones give x = (k + u) / 256,
     so k = floor(256 x), clamped to [0, 255] (flow samples may overshoot the unit interval).
     """
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteSamplesError(
+            f"{int((~torch.isfinite(x)).sum())} of {x.numel()} sample values are NaN or infinite: "
+            "the generator's weights or its input are not finite")
     levels = torch.round(x * 255) if discrete else torch.floor(x * 256)
     return levels.clamp(0, 255).to(torch.uint8)
 
