@@ -1,0 +1,105 @@
+"""Variance of the generator's gradient estimators at an adversarial checkpoint, old against new.
+
+At a trained ``AdversarialEBM`` checkpoint this draws ``--batches`` independent generated
+batches and, on each, takes the gradient over the generator's parameters of its loss under
+two estimators of the same gradient (docs/mathematics.md):
+
+- continuous generators (RealNVP): the pathwise L_G with log q on the sampling path
+  (``pathwise``, the paper's default) against sticking the landing (``sticking_the_landing``,
+  log q at fixed parameters; Roeder, Wu & Duvenaud 2017), both through
+  ``AdversarialEBM.generator_loss``;
+- discrete generators (PixelCNN): the score function with no baseline (``no_baseline``)
+  against the leave-one-out baseline training uses (``leave_one_out``; Kool et al. 2019).
+
+Both estimators are unbiased, so their means agree up to noise; the figure of merit is the
+variance over batches, summed over parameters (the trace of the covariance), and their ratio.
+
+Usage: ``python benchmarks/generator_gradient_variance.py --checkpoint ADV.ckpt
+[--batches 50] [--batch-size 64]``. Prints the figures and writes
+``benchmarks/results/generator_gradient_variance_<generator>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from results_file import report
+from torch import Tensor
+
+from lit_ebm import objectives
+from lit_ebm.modules import AdversarialEBM, load_module
+
+
+def flat_gradient(loss: Tensor, params: list[torch.nn.Parameter]) -> Tensor:
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
+                      for g, p in zip(grads, params, strict=True)]).double()
+
+
+def summary(gradients: Tensor) -> dict[str, float]:
+    """Trace of the covariance over batches, and the squared norm of the mean gradient."""
+    return {"variance_trace": float(gradients.var(dim=0).sum()),
+            "mean_gradient_squared_norm": float(gradients.mean(dim=0).square().sum())}
+
+
+def continuous_estimators(module: AdversarialEBM, batch_size: int) -> dict[str, Tensor]:
+    """The pathwise and sticking-the-landing losses of one generated batch."""
+    fake = module.generate(batch_size, keep_graph=True)
+    losses = {}
+    for name, stl in (("pathwise", False), ("sticking_the_landing", True)):
+        module.sticking_the_landing = stl
+        losses[name] = module.generator_loss(fake, fake.x.detach())[0]
+    return losses
+
+
+def discrete_estimators(module: AdversarialEBM, batch_size: int) -> dict[str, Tensor]:
+    """The score-function surrogates of one generated batch, without and with a baseline."""
+    x, _ = module.generator.sample(batch_size)
+    log_q = module.generator.log_prob(x)
+    with torch.no_grad():
+        energy = module.energy(x)
+    cost = (energy + log_q).detach()
+    return {"no_baseline": (cost * log_q).mean(),
+            "leave_one_out": objectives.generator_loss_score_function(energy, log_q)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="an AdversarialEBM checkpoint")
+    parser.add_argument("--batches", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=64, help="as in training")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    module = load_module(args.checkpoint, map_location="cpu").eval()
+    if not isinstance(module, AdversarialEBM):
+        raise SystemExit(f"{args.checkpoint} holds no energy: pass an AdversarialEBM checkpoint")
+    estimators: Callable[[AdversarialEBM, int], dict[str, Tensor]] = (
+        discrete_estimators if module.generator.discrete else continuous_estimators)
+    torch.manual_seed(args.seed)
+    params = list(module.generator.parameters())
+    gradients: dict[str, list[Tensor]] = {}
+    start = time.perf_counter()
+    for _ in range(args.batches):
+        for name, loss in estimators(module, args.batch_size).items():
+            gradients.setdefault(name, []).append(flat_gradient(loss, params))
+    results = {
+        "checkpoint": str(Path(args.checkpoint)),
+        "generator": type(module.generator).__name__,
+        "batches": args.batches,
+        "batch_size": args.batch_size,
+        "num_parameters": sum(p.numel() for p in params),
+        "seconds": time.perf_counter() - start,
+        **{name: summary(torch.stack(grads)) for name, grads in gradients.items()},
+    }
+    old, new = gradients
+    results[f"variance_ratio_{old}_over_{new}"] = (
+        results[old]["variance_trace"] / results[new]["variance_trace"])
+    report(f"generator_gradient_variance_{type(module.generator).__name__.lower()}", results)
+
+
+if __name__ == "__main__":
+    main()
