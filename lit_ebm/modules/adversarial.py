@@ -105,12 +105,12 @@ class AdversarialEBM(GenerativeModule):
 
         # Energy step: minimise L_D over E and log Z, with samples and log q held fixed.
         energy_real, energy_fake = self.energy_of(x_real), fake.energy(self.energy_of, True)
+        logging = (batch_idx + 1) % self.trainer.log_every_n_steps == 0  # type: ignore[attr-defined]
         self.track_log_z(torch.cat([energy_real, energy_fake]).detach(),
-                         torch.cat([log_q_real, log_q_fake]))
+                         torch.cat([log_q_real, log_q_fake]), logging)
         loss_d = objectives.discriminator_loss(energy_real, energy_fake, self.log_z,
                                                log_q_real, log_q_fake)
         penalty = self.energy_reg * objectives.energy_magnitude_penalty(energy_real, energy_fake)
-        logging = (batch_idx + 1) % self.trainer.log_every_n_steps == 0  # type: ignore[attr-defined]
         if self.r1_gamma > 0 or logging:
             grad_real, grad_fake = self.energy_input_gradients(x_real, fake.x)
             penalty = penalty + self.r1_gamma * objectives.r1_penalty(grad_real)
@@ -222,14 +222,18 @@ class AdversarialEBM(GenerativeModule):
         extra = {} if base_log_prob is None else {"base_log_prob": base_log_prob}
         return density_call(self.energy, x.device.type, self.energy, x, **extra)
 
-    def track_log_z(self, energy: Tensor, log_q: Tensor) -> None:
+    def track_log_z(self, energy: Tensor, log_q: Tensor, logging: bool) -> None:
         """Move log Z toward the union batch's L_D-optimal value (fact 1), the mean over ranks:
         all the way on the first batch, a fraction ``log_z_tracking`` after it; logs
-        ``train/log_z_gap``, the learned log Z minus that optimum."""
+        ``train/log_z_gap``, the learned log Z minus that optimum, on ``logging`` steps. With
+        tracking off the optimum is only computed for the first batch and the log."""
+        initialised = bool(self.log_z_initialised)
+        if initialised and self.log_z_tracking == 0 and not logging:
+            return
         optimum = self.trainer.strategy.reduce(objectives.initial_log_z(energy, log_q),
                                                reduce_op="mean")
-        step = self.log_z_tracking if bool(self.log_z_initialised) else 1.0
-        if bool(self.log_z_initialised):
+        step = self.log_z_tracking if initialised else 1.0
+        if initialised and logging:
             self.log("train/log_z_gap", self.log_z.detach() - optimum)
         if step > 0:
             with torch.no_grad():
