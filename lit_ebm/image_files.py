@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,17 @@ from torch import Tensor
 
 from lit_ebm.errors import ConfigError, describe_error
 
-REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+# The package's own folder holding mnist_5k.npz and its README (provenance, licences): the
+# package is installed as plain files (wheels always are), so the resource is a folder on disk.
+BUNDLED_DIR = Path(str(resources.files("lit_ebm") / "bundled"))
+# Where the other data sets are looked for (and downloaded to), under the working directory.
+LOCAL_DATA_DIR = Path("data")
 # Debian/Ubuntu: `apt-get install dataset-fashion-mnist` puts the original idx .gz files here.
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+RESTORE_MNIST5K = ("restore it with `pip install --force-reinstall lit_ebm` (in a checkout: "
+                   "`git checkout lit_ebm/bundled/mnist_5k.npz`)")
 REPLACE_IDX = ("delete the damaged files and set data.download=true, or replace them with intact "
                "copies")
 # torchvision's CIFAR-10 layout under data.root (batches.meta is not needed).
@@ -48,11 +55,15 @@ def missing_file_error(path: Path, what: str, download_possible: bool,
 
 
 def default_root(name: str) -> Path:
-    """Where a data set is looked for when ``data.root`` is null: the system Fashion-MNIST
-    folder when it exists, otherwise the repository's ``data/`` folder."""
+    """Where a data set is looked for when ``data.root`` is null: the installed package's
+    ``bundled/`` folder for mnist5k; the system Fashion-MNIST folder for fashion_mnist when it
+    exists; otherwise ``./data`` under the current working directory (as an absolute path),
+    where ``data.download=true`` puts torchvision's files."""
+    if name == "mnist5k":
+        return BUNDLED_DIR
     if name == "fashion_mnist" and FASHION_MNIST_SYSTEM_DIR.is_dir():
         return FASHION_MNIST_SYSTEM_DIR
-    return REPO_DATA_DIR
+    return LOCAL_DATA_DIR.resolve()
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -135,12 +146,12 @@ def read_mnist5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception as err:  # zip, zlib, pickle and key errors all mean "damaged"
         raise ConfigError(
             f"the mnist5k archive '{path}' cannot be read ({describe_error(err)}): it is "
-            "truncated or corrupted; restore it with `git checkout data/mnist_5k.npz`, or set "
-            "data.root to a folder holding an intact copy") from None
+            f"truncated or corrupted; {RESTORE_MNIST5K}, or set data.root to a folder holding "
+            "an intact copy") from None
     if images.dtype != np.uint8 or images.shape[1:] != (28, 28) or len(labels) != len(images):
         raise ConfigError(f"the mnist5k archive '{path}' holds images {images.dtype} "
                           f"{images.shape} and {len(labels)} labels, not uint8 (N, 28, 28) with N "
-                          "labels: restore it with `git checkout data/mnist_5k.npz`")
+                          f"labels: {RESTORE_MNIST5K}")
     return images, labels
 
 

@@ -20,7 +20,8 @@ ADVERSARIAL = ["model.objective=adversarial", "model.energy.conv.channels=4"]
 
 
 def _truncated_mnist5k(tmp: Path) -> list[str]:
-    (tmp / "mnist_5k.npz").write_bytes((REPO / "data" / "mnist_5k.npz").read_bytes()[:20000])
+    bundled = REPO / "lit_ebm" / "bundled" / "mnist_5k.npz"
+    (tmp / "mnist_5k.npz").write_bytes(bundled.read_bytes()[:20000])
     return [f"data.root={tmp}"]
 
 

@@ -139,9 +139,10 @@ def test_default_fashion_mnist_root_is_the_system_folder_when_it_exists(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(image_files, "FASHION_MNIST_SYSTEM_DIR", tmp_path)
     assert default_root("fashion_mnist") == tmp_path
-    assert default_root("mnist5k") == image_files.REPO_DATA_DIR
+    assert default_root("mnist5k") == image_files.BUNDLED_DIR
     monkeypatch.setattr(image_files, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "absent")
-    assert default_root("fashion_mnist") == image_files.REPO_DATA_DIR
+    monkeypatch.chdir(tmp_path)
+    assert default_root("fashion_mnist") == tmp_path / "data"
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not-gzip", "wrong-header"])

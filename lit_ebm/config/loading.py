@@ -2,13 +2,16 @@
 overrides, with OmegaConf's errors turned into one line that names the key and the fix.
 
 A config file may start from others: ``defaults: [base.yaml, ...]`` (paths relative to the
-file) are merged first, in order, and the file's own keys win.
+file) are merged first, in order, and the file's own keys win. ``--config`` takes a path, or
+the name of a config shipped in the package's ``configs/`` folder (``quickstart``,
+``data/mnist5k``): a file that exists is read as a path, anything else is looked up by name.
 """
 
 from __future__ import annotations
 
 import difflib
 import typing
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,9 @@ from lit_ebm.config.schema import Config, cross_checks
 from lit_ebm.errors import ConfigError
 
 DEFAULTS_KEY = "defaults"
+# The shipped configs: the package is installed as plain files (wheels always are), so the
+# resource is a folder on disk, and `defaults:` resolve inside it like in any other folder.
+PACKAGED_CONFIGS = Path(str(resources.files("lit_ebm") / "configs"))
 _TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false",
                "str": "a string", "list[float]": "a list of numbers"}
 
@@ -88,8 +94,30 @@ def _load_yaml(path: Path) -> DictConfig:
         raise ConfigError(f"config file '{path}' must hold a mapping of keys, not a list")
     if not loaded:
         raise ConfigError(f"config file '{path}' is empty: give it the keys of a run (see "
-                          "configs/quickstart.yaml), or leave out --config to use every default")
+                          "`lit-ebm-fit --config quickstart --print-config`), or leave out "
+                          "--config to use every default")
     return loaded
+
+
+def packaged_config_names() -> list[str]:
+    """The names ``--config`` accepts for the shipped configs: experiments first
+    (``quickstart``), then their parts (``data/mnist5k``)."""
+    names = [p.relative_to(PACKAGED_CONFIGS).with_suffix("").as_posix()
+             for p in PACKAGED_CONFIGS.rglob("*.yaml")]
+    return sorted(names, key=lambda name: (name.count("/"), name))
+
+
+def resolve_config(name_or_path: str) -> Path:
+    """The file that ``--config name_or_path`` means: the path itself when it is a file,
+    otherwise the shipped config of that name (``.yaml`` optional)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    name, names = name_or_path.removesuffix(".yaml"), packaged_config_names()
+    if name in names:
+        return PACKAGED_CONFIGS / f"{name}.yaml"
+    raise ConfigError(f"config file not found: '{name_or_path}', and no shipped config has that "
+                      f"name: give --config an existing YAML file or one of {', '.join(names)}")
 
 
 def _merge_file(merged: DictConfig, path: Path, chain: tuple[Path, ...] = ()) -> DictConfig:
@@ -125,10 +153,11 @@ def validate(cfg: Config) -> None:
 
 
 def load_config(files: list[str], overrides: list[str] | None = None) -> Config:
-    """Merge YAML ``files`` left to right onto the schema, then ``key=value`` overrides."""
+    """Merge YAML ``files`` (paths or shipped config names) left to right onto the schema,
+    then ``key=value`` overrides."""
     merged = OmegaConf.structured(Config)
-    for path in files:
-        merged = _merge_file(merged, Path(path))
+    for name_or_path in files:
+        merged = _merge_file(merged, resolve_config(name_or_path))
     merged = _merge(merged, _parse_overrides(overrides or []), "the command line")
     cfg = OmegaConf.to_object(merged)
     assert isinstance(cfg, Config)
