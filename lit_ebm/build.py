@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from lit_ebm.averaging import EMA_KEY, GeneratorEMA
 from lit_ebm.callbacks import SampleQuality
 from lit_ebm.checkpoints import (
     check_compatible,
@@ -112,11 +113,24 @@ def build_module(cfg: Config, event_shape: tuple[int, ...]) -> GenerativeModule:
 
 
 def check_resume(ckpt_path: Path, cfg: Config, module: GenerativeModule) -> None:
-    """Refuse a checkpoint to resume from that is unreadable or does not fit ``module``."""
+    """Refuse a checkpoint to resume from that is unreadable or does not fit ``module``, or
+    whose generator is an average (:mod:`lit_ebm.averaging`) while the run has none."""
     checkpoint = read_checkpoint(ckpt_path, "ckpt_path")
     source = f"ckpt_path checkpoint '{ckpt_path}'"
     check_generator_name(checkpoint, cfg.model.generator.name, source)
     check_compatible(module.state_dict(), checkpoint["state_dict"], source)
+    if EMA_KEY in checkpoint and cfg.model.generator_ema is None:
+        decay = checkpoint[EMA_KEY]["decay"]
+        raise ConfigError(f"{source} was trained with model.generator_ema={decay} (its generator "
+                          "weights are the average, the raw ones resume only with an average "
+                          f"on): resume with model.generator_ema={decay}")
+
+
+def build_generator_ema(cfg: Config) -> list[GeneratorEMA]:
+    """The callback averaging the generator's weights with decay ``model.generator_ema``
+    (:mod:`lit_ebm.averaging`), or none when it is off."""
+    decay = cfg.model.generator_ema
+    return [] if decay is None else [GeneratorEMA(decay)]
 
 
 def build_sample_quality(cfg: Config, num_real: int) -> SampleQuality:

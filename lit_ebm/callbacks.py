@@ -1,6 +1,6 @@
-"""Callbacks that watch training without changing it: sample figures, the toy2d partition
-function by quadrature, FID and KID of generator samples, and the configured optimiser settings
-applied over a resumed state."""
+"""Callbacks that watch training without changing it: sample figures (files, and images for the
+loggers), the toy2d partition function by quadrature, FID and KID of generator samples, and the
+configured optimiser settings applied over a resumed state."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from torchvision.utils import save_image
 from lit_ebm.evaluation.quality import FeatureDistances, generated_levels, image_features
 from lit_ebm.features import FeatureExtractor
 from lit_ebm.figures import render_samples
+from lit_ebm.loggers import log_figure
 from lit_ebm.modules import AdversarialEBM, GenerativeModule
 from lit_ebm.modules.base import eval_mode
 from lit_ebm.toy2d import log_partition_grid
@@ -31,7 +32,7 @@ def epoch_due(trainer: pl.Trainer, every_n_epochs: int) -> bool:
 
 class SampleFigures(Callback):
     """Save a figure of generator samples to ``folder`` every ``every_n_epochs`` epochs and
-    after the last."""
+    after the last, and log it as an image to every logger that takes images."""
 
     def __init__(self, folder: Path, every_n_epochs: int, num_samples: int) -> None:
         self.folder = folder
@@ -47,7 +48,10 @@ class SampleFigures(Callback):
             data = trainer.datamodule.val_set.tensors[0][: 4 * self.num_samples]  # type: ignore[attr-defined]
         figure = render_samples(pl_module, self.num_samples, data)
         self.folder.mkdir(parents=True, exist_ok=True)
-        save_image(figure, self.folder / f"epoch{trainer.current_epoch:04d}.png")
+        png = self.folder / f"epoch{trainer.current_epoch:04d}.png"
+        save_image(figure, png)
+        for logger in trainer.loggers:
+            log_figure(logger, figure, png, trainer.global_step)
 
 
 class Toy2dPartitionFunction(Callback):
@@ -61,16 +65,23 @@ class Toy2dPartitionFunction(Callback):
         pl_module.log("val/log_z_true", log_z, sync_dist=True)
 
 
+def optimizer_roles(module: GenerativeModule) -> tuple[str, ...]:
+    """What each of ``module``'s optimisers trains, in ``configure_optimizers`` order."""
+    return ("energy", "generator") if isinstance(module, AdversarialEBM) else ("generator",)
+
+
 class ConfiguredOptimizerSettings(Callback):
     """Apply the module's lr, betas and weight decay at the start of training, also over a
     resumed optimiser state, so a run can resume with new settings (a schedule keeps its
-    position and scales the configured lr)."""
+    position and scales the configured lr). Each parameter group is named by what it trains,
+    which LearningRateMonitor's names end with (``lr-Adam/energy``, ``lr-Adam-1/generator``)."""
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, GenerativeModule)
         schedulers = {id(c.scheduler.optimizer): c.scheduler for c in trainer.lr_scheduler_configs}
         settings = [s for _, s in pl_module.optimizer_settings()]
-        for optimizer, setting in zip(trainer.optimizers, settings, strict=True):
+        roles = optimizer_roles(pl_module)
+        for optimizer, setting, role in zip(trainer.optimizers, settings, roles, strict=True):
             factor = 1.0
             if (scheduler := schedulers.get(id(optimizer))) is not None:
                 scheduler.base_lrs = [setting["lr"]] * len(optimizer.param_groups)
@@ -78,7 +89,7 @@ class ConfiguredOptimizerSettings(Callback):
             for group in optimizer.param_groups:
                 group.update(lr=setting["lr"] * factor, initial_lr=setting["lr"],
                              betas=tuple(setting["betas"]),
-                             weight_decay=setting["weight_decay"])
+                             weight_decay=setting["weight_decay"], name=role)
 
 
 class SampleQuality(Callback):
@@ -131,3 +142,27 @@ class SampleQuality(Callback):
 
 def _cuda_devices(device: torch.device) -> list[torch.device]:
     return [device] if device.type == "cuda" else []
+
+
+class StepCheckpoint(Callback):
+    """Write ``path`` (``last.ckpt``) whenever training passes a multiple of ``every_n_steps``
+    optimiser steps, so that a run killed mid-epoch resumes from its last interval; the
+    ``last.ckpt`` ModelCheckpoint still writes it after every epoch. (A ModelCheckpoint with a
+    step interval skips its epoch-end save, and under manual optimisation warns about keeping
+    pre-step states: lit_ebm saves the state after a step, which is where training resumes.)"""
+
+    def __init__(self, path: Path, every_n_steps: int) -> None:
+        self.path = path
+        self.every_n_steps = every_n_steps
+        self._previous_step = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._previous_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: object, batch: object, batch_idx: int) -> None:
+        step, every = trainer.global_step, self.every_n_steps
+        if step // every > self._previous_step // every:
+            trainer.save_checkpoint(self.path, weights_only=False)  # all a resume needs
+        self._previous_step = step
+

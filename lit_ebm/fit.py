@@ -1,8 +1,9 @@
 """Train a model: ``python -m lit_ebm.fit --config FILE [--config FILE ...] [key=value ...]``.
 
-Every run writes ``<output_dir>/<name>/version_<n>/`` with ``config.yaml``, ``metrics.csv``
-(and TensorBoard events when tensorboard is installed), ``checkpoints/last.ckpt`` plus the best
-checkpoint, and ``samples/`` with figures. A resumed run (``ckpt_path=last`` or a path) writes
+Every run writes ``<output_dir>/<name>/version_<n>/`` with ``config.yaml``, ``provenance.json``
+(the code and versions that ran), what its loggers write (``metrics.csv``, TensorBoard events,
+... :mod:`lit_ebm.loggers`), ``checkpoints/last.ckpt`` plus the best checkpoint, and
+``samples/`` with figures. A resumed run (``ckpt_path=last`` or a path) writes
 a new version folder and leaves the old one untouched.
 """
 
@@ -12,8 +13,8 @@ import argparse
 import hashlib
 import os
 import sys
-import warnings
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -22,6 +23,7 @@ import torch
 from lit_ebm.build import build_module, build_sample_quality, check_resume
 from lit_ebm.callbacks import Toy2dPartitionFunction
 from lit_ebm.config import Config, load_config, to_yaml
+from lit_ebm.console import run_console
 from lit_ebm.data import build_datamodule, event_shape
 from lit_ebm.errors import EXIT_TRAINING_FAILED, EXIT_USAGE, ConfigError, NonFiniteLossError
 from lit_ebm.launch import (
@@ -35,6 +37,7 @@ from lit_ebm.launch import (
     receive_run_dir,
 )
 from lit_ebm.modules.base import GenerativeModule
+from lit_ebm.provenance import SOURCE_ROOT, git_state, provenance, write_provenance
 from lit_ebm.runs import create_run_dir, next_run_dir, remove_created, resolve_ckpt_path
 from lit_ebm.trainer import build_trainer, check_trainer_settings
 
@@ -88,14 +91,15 @@ def train(cfg: Config) -> Path:
     ckpt_path = resolve_ckpt_path(cfg)
     if ckpt_path is not None:
         check_resume(ckpt_path, cfg, module)
-    trainer, run_dir = start_run(cfg, launch, module, callbacks, processes)
-    os.environ[RUN_DIR_ENV] = str(run_dir)  # for the processes Lightning's launcher starts
-    try:
-        with warnings.catch_warnings():  # the run folder is new and holds config.yaml already
-            warnings.filterwarnings("ignore", "Experiment logs directory .* exists and is not")
+    with run_console(module):
+        trainer, run_dir = start_run(cfg, launch, module, callbacks, processes, ckpt_path)
+        os.environ[RUN_DIR_ENV] = str(run_dir)  # for the processes Lightning's launcher starts
+        if launch.rank == 0:
+            print(f"run folder: {run_dir}", flush=True)
+        try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    finally:
-        os.environ.pop(RUN_DIR_ENV, None)
+        finally:
+            os.environ.pop(RUN_DIR_ENV, None)
     # one write of the whole line, so that the lines of ranks sharing a stdout never interleave
     sys.stdout.write(f"rank {trainer.global_rank} finished; run folder: {run_dir}; parameter "
                      f"checksum: {parameter_checksum(module.state_dict())}\n")
@@ -104,10 +108,11 @@ def train(cfg: Config) -> Path:
 
 
 def start_run(cfg: Config, launch: Launch, module: GenerativeModule,
-              callbacks: list[pl.Callback], processes: int) -> tuple[pl.Trainer, Path]:
+              callbacks: list[pl.Callback], processes: int,
+              resumed_from: Path | None) -> tuple[pl.Trainer, Path]:
     """The Trainer and the run folder of this process. Rank 0 creates the folder (removing it
-    again if Lightning rejects the settings) and then names it to the other ranks, which wait
-    for it and create nothing."""
+    again if Lightning rejects the settings), writes ``provenance.json`` into it and then
+    names it to the other ranks, which wait for it and create nothing."""
     marker = marker_path(launch, cfg.output_dir, cfg.name)
     run_dir = next_run_dir(cfg) if launch.rank == 0 else receive_run_dir(launch, marker)
     created = create_run_dir(run_dir, cfg) if launch.rank == 0 else None
@@ -116,6 +121,8 @@ def start_run(cfg: Config, launch: Launch, module: GenerativeModule,
                                 extra_callbacks=[*callbacks, OneRunFolder(run_dir, marker)],
                                 processes=processes)
         if launch.rank == 0:
+            write_provenance(run_dir, provenance(sys.argv, datetime.now(timezone.utc),
+                                                 git_state(SOURCE_ROOT), resumed_from))
             publish_run_dir(launch, run_dir, marker)
     except ConfigError:
         remove_created(created)
@@ -136,7 +143,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="YAML config; repeat to merge several, later files win")
+                        help="YAML config file, or a shipped config's name (e.g. quickstart); "
+                             "repeat to merge several, later files win")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config (every key) and exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value",

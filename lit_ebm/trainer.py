@@ -1,9 +1,8 @@
 """The Trainer of a run: its settings checked against this machine and Lightning, its loggers
-and its callbacks."""
+(:mod:`lit_ebm.loggers`) and its callbacks."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -11,13 +10,14 @@ from pathlib import Path
 import pytorch_lightning as pl
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.strategies import StrategyRegistry
 
-from lit_ebm.callbacks import ConfiguredOptimizerSettings, SampleFigures
+from lit_ebm.build import build_generator_ema
+from lit_ebm.callbacks import ConfiguredOptimizerSettings, SampleFigures, StepCheckpoint
 from lit_ebm.config import Config, TrainerConfig
 from lit_ebm.errors import ConfigError, first_line
+from lit_ebm.loggers import build_loggers
 
 
 def _available_devices(accelerator: str) -> tuple[str, int]:
@@ -84,11 +84,16 @@ def training_strategy(cfg: Config, processes: int) -> str:
 def build_trainer(cfg: Config, run_dir: Path, monitor: str, extra_callbacks: list[Callback],
                   processes: int) -> pl.Trainer:
     """The Trainer for ``cfg`` over ``processes`` processes, writing into ``run_dir``, with
-    ``extra_callbacks`` after the checkpoint and sample callbacks; settings that Lightning
-    rejects become a :class:`ConfigError`. Creates nothing on disk."""
+    ``extra_callbacks`` after the checkpoint and sample callbacks; a logger whose package is
+    missing and settings that Lightning rejects become a :class:`ConfigError`. Creates nothing
+    on disk but an MLflow logger's file store in ``run_dir``."""
     trainer_args = {**asdict(cfg.trainer), "strategy": training_strategy(cfg, processes)}
+    for key in ("limit_train_batches", "limit_val_batches"):  # Lightning's default, said
+        if trainer_args[key] == 1.0 and isinstance(trainer_args[key], float):  # without a note
+            trainer_args[key] = None
+    loggers = build_loggers(cfg.logger, run_dir)
     try:
-        return pl.Trainer(**trainer_args, logger=_loggers(cfg, run_dir),
+        return pl.Trainer(**trainer_args, logger=loggers,
                           callbacks=[*_callbacks(cfg, run_dir, monitor), *extra_callbacks],
                           default_root_dir=run_dir)
     except (MisconfigurationException, ValueError, TypeError) as err:
@@ -96,26 +101,19 @@ def build_trainer(cfg: Config, run_dir: Path, monitor: str, extra_callbacks: lis
                           ) from None
 
 
-def _loggers(cfg: Config, run_dir: Path) -> list[Logger]:
-    loggers: list[Logger] = [CSVLogger(cfg.output_dir, name=cfg.name, version=run_dir.name)]
-    if importlib.util.find_spec("tensorboard") is not None:
-        loggers.append(TensorBoardLogger(cfg.output_dir, name=cfg.name, version=run_dir.name,
-                                         default_hp_metric=False))
-    return loggers
-
-
 def _callbacks(cfg: Config, run_dir: Path, monitor: str) -> list[Callback]:
     checkpoints = run_dir / "checkpoints"
     best = ModelCheckpoint(dirpath=checkpoints, filename="best-epoch{epoch:03d}", monitor=monitor,
                            mode="min", save_top_k=1, auto_insert_metric_name=False)
-    # last.ckpt after every epoch, and also every checkpoint_every_n_steps optimiser steps by a
-    # second writer of the same file: with a step interval alone, Lightning skips the epoch-end
-    # save, and the steps after the interval's last multiple would be lost.
-    last = [ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True,
-                            enable_version_counter=False)]
+    # last.ckpt after every epoch, and also every checkpoint_every_n_steps optimiser steps
+    last: list[Callback] = [ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True,
+                                            enable_version_counter=False)]
     if cfg.checkpoint_every_n_steps is not None:
-        last.append(ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True,
-                                    every_n_train_steps=cfg.checkpoint_every_n_steps,
-                                    enable_version_counter=False))
+        last.append(StepCheckpoint(checkpoints / "last.ckpt", cfg.checkpoint_every_n_steps))
     samples = SampleFigures(run_dir / "samples", cfg.sample_every_n_epochs, cfg.num_sample_images)
-    return [best, *last, samples, ConfiguredOptimizerSettings()]
+    # after ConfiguredOptimizerSettings, which names each optimiser by what it trains; the
+    # learning rate is logged at the start of every epoch, when schedules have stepped
+    rates = LearningRateMonitor(logging_interval="epoch")
+    # the average is in the module before SampleFigures draws (lit_ebm.averaging)
+    return [best, *last, *build_generator_ema(cfg), samples, ConfiguredOptimizerSettings(),
+            rates]

@@ -145,4 +145,5 @@ def test_console_scripts_are_the_command_lines() -> None:
     scripts = {entry.name: entry.value for entry in entry_points(group="console_scripts")
                if entry.name.startswith("lit-ebm-")}
     assert scripts == {"lit-ebm-fit": "lit_ebm.fit:main",
-                       "lit-ebm-evaluate": "lit_ebm.evaluate:main"}
+                       "lit-ebm-evaluate": "lit_ebm.evaluate:main",
+                       "lit-ebm-sample": "lit_ebm.sample:main"}

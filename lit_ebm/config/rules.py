@@ -42,6 +42,11 @@ def unit_interval(value: Any) -> str | None:
     return None if 0.0 <= value <= 1.0 else "a number in [0, 1]"
 
 
+def decay(value: Any) -> str | None:
+    """A moving average's decay: strictly between 0 (no memory) and 1 (never moves)."""
+    return None if 0.0 < value < 1.0 else "a decay in (0, 1) such as 0.999, or null (off)"
+
+
 def one_of(*options: str) -> Check:
     def check(value: Any) -> str | None:
         return None if value in options else f"one of {', '.join(options)}"

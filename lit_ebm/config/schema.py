@@ -13,6 +13,7 @@ from typing import Any
 from lit_ebm.config.rules import (
     batch_limit,
     betas,
+    decay,
     devices,
     invalid,
     non_negative,
@@ -22,6 +23,7 @@ from lit_ebm.config.rules import (
     setting,
     unit_interval,
 )
+from lit_ebm.loggers import logger_names
 from lit_ebm.modules.adversarial import GENERATOR_OBJECTIVES
 from lit_ebm.toy2d import TOY2D_SHAPES
 
@@ -175,6 +177,9 @@ class ModelConfig:
     generator_objective: str = setting("reverse_kl", one_of(*GENERATOR_OBJECTIVES))
     nll_weight: float = setting(1.0, non_negative)  # hybrid's lambda
     sticking_the_landing: bool = False  # continuous generators: L_G's log q at fixed parameters
+    # decay of an EMA of the generator's weights, used for validation, samples and the
+    # checkpoint's generator while training goes on from the raw weights; null: off
+    generator_ema: float | None = setting(None, optional(decay))
 
 
 @dataclass
@@ -220,6 +225,8 @@ class Config:
     checkpoint_every_n_steps: int | None = setting(None, optional(positive))
     sample_every_n_epochs: int = setting(1, positive)
     num_sample_images: int = setting(64, positive)
+    # a list of csv, tensorboard, wandb (offline), mlflow (a file store), all in the run folder
+    logger: Any = setting(["csv", "tensorboard"], logger_names)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
