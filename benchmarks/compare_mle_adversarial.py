@@ -48,6 +48,7 @@ CONFIGS = {  # generator: (ML config, adversarial config)
     "pixelcnn": ("mnist5k_pixelcnn_mle.yaml", "mnist5k_pixelcnn_adversarial.yaml"),
 }
 ARMS = ("ml", "ml_continued", "adversarial")
+EBM_ROWS = {"ebm (resampled)": "ebm_resampled", "ebm (IMH)": "ebm_imh", "ebm (MALA)": "ebm_mala"}
 FIGURES = (*TABLE_COLUMNS, "log_z_learned", "log_z_q", "log_z_q_stderr")
 
 
@@ -102,7 +103,10 @@ def markdown(results: dict[str, Any]) -> str:
     n, m = results["ml_epochs"], results["extra_epochs"]
     arms = {"real": "real (training split)", "ml": f"ML, {n} epochs",
             "ml_continued": f"ML, {n} + {m} epochs", "adversarial": f"ML {n} + adversarial {m}",
-            "ebm_resampled": f"EBM of that run (SIR, {results['candidates']} candidates)"}
+            "ebm_resampled": f"EBM of that run (SIR, {results['candidates']} candidates)",
+            "ebm_imh": "EBM of that run (IMH through the same candidates)",
+            "ebm_mala": f"EBM of that run (MALA, {results['mcmc_steps']} steps after "
+                        f"{results['mcmc_burn_in']})"}
     lines = ["| row | " + " | ".join(titles.values()) + " |", "|---|" + "---|" * len(titles)]
     for name, entry in results["rows"].items():
         cells = []
@@ -146,6 +150,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--candidates", type=int, default=16)
     parser.add_argument("--kid-subset-size", type=int, default=None)
+    parser.add_argument("--mcmc-steps", type=int, default=100,
+                        help="MALA steps per chain of the EBM row (RealNVP; 0: no MALA row)")
+    parser.add_argument("--mcmc-burn-in", type=int, default=100)
     parser.add_argument("--output-dir", default=str(REPO / "runs" / "compare"))
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
     parser.add_argument("--ml-overrides", nargs="*", default=[], metavar="key=value")
@@ -184,20 +191,24 @@ def main() -> None:
     out = Path(args.output_dir) / f"{tag}_evaluation"
     settings = EvaluationSettings(checkpoints=list(checkpoints.values()),
                                   num_samples=args.num_samples, candidates=args.candidates,
-                                  kid_subset_size=args.kid_subset_size)
+                                  kid_subset_size=args.kid_subset_size,
+                                  mcmc_steps=args.mcmc_steps, mcmc_burn_in=args.mcmc_burn_in)
     start = time.perf_counter()
     try:
         per_seed = evaluate_seeds(settings, args.seeds, out)
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
     seconds["evaluation"] = time.perf_counter() - start
-    rows = summarise(per_seed, ["real", *ARMS, "ebm_resampled"])
+    ebm_rows = [EBM_ROWS[row["objective"]] for row in per_seed[0]["rows"]
+                if row["objective"] in EBM_ROWS]
+    rows = summarise(per_seed, ["real", *ARMS, *ebm_rows])
     results = {
         "machine": f"{platform.processor() or platform.machine()}, "
                    f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "generator": args.generator, "data": args.data, "ml_epochs": n, "extra_epochs": m,
         "features": per_seed[0]["features"], "num_samples": args.num_samples,
-        "candidates": args.candidates, "seeds": args.seeds,
+        "candidates": args.candidates, "mcmc_steps": args.mcmc_steps,
+        "mcmc_burn_in": args.mcmc_burn_in, "seeds": args.seeds,
         "overrides": {"all": args.overrides, "ml": args.ml_overrides,
                       "adversarial": args.adversarial_overrides},
         "checkpoints": {arm: repo_relative(path) for arm, path in checkpoints.items()},

@@ -15,7 +15,7 @@ import sys
 
 from lit_ebm.errors import EXIT_USAGE, ConfigError, first_line
 from lit_ebm.evaluation import KID_SUBSET_SIZE, EvaluationSettings, evaluate, markdown_table
-from lit_ebm.evaluation.settings import SPLITS
+from lit_ebm.evaluation.settings import LOG_Z_PROPOSALS, SPLITS
 
 PROG = "python -m lit_ebm.evaluate"
 
@@ -52,6 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "validation split carved from the training files, on which the run "
                              "chose its checkpoint; or test, the official test set, for final "
                              "figures (mnist, fashion_mnist, cifar10)")
+    parser.add_argument("--log-z-proposal", choices=LOG_Z_PROPOSALS, default="mixture",
+                        help="the proposal of the EBM's importance-sampling log Z for a residual "
+                             "energy E = f - log q0: mixture (default), half the draws from the "
+                             "generator q and half from q0; base, q0 alone; q, the generator "
+                             "alone. Other energies always use q")
+    parser.add_argument("--mcmc-steps", type=int, default=100, metavar="K",
+                        help="an EBM over a flow: a row of samples by MALA in the flow's latent "
+                             "space, K steps per chain after the burn-in (default 100; 0: no "
+                             "MALA row)")
+    parser.add_argument("--mcmc-burn-in", type=int, default=100, metavar="B",
+                        help="MALA steps that adapt the step size before those K (default 100)")
     parser.add_argument("--inception-weights", default=None, metavar="FILE",
                         help="cifar10: a local weights-inception-2015-12-05-6726825d.pth")
     parser.add_argument("--device", default=None,

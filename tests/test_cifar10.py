@@ -84,15 +84,16 @@ def test_every_cifar10_config_trains_and_evaluates_on_inception_features(
     out = tmp_path / "eval"
     argv = ["--ckpt", *map(str, checkpoints), "--out", str(out), "--split", "test",
             "--inception-weights", str(weights), "--num-samples", "6", "--candidates", "2",
-            "--kid-subset-size", "3", "--device", "cpu"]
+            "--kid-subset-size", "3", "--mcmc-steps", "0", "--device", "cpu"]
     assert evaluate(argv) == 0
     assert "test_batch" in opened
     results = json.loads((out / "results.json").read_text())
     assert results["features"] == "inception" and results["reference"] == "test split"
     assert results["num_real"] == 10 and results["data"] == "cifar10"
     rows = results["rows"]
-    assert [row["kind"] for row in rows] == ["real", "generator", "generator", "ebm_resampled",
-                                             "generator", "generator", "ebm_resampled"]
+    ebm = ["ebm_resampled", "ebm_chain"]  # SIR and IMH; the MALA row is turned off
+    assert [row["kind"] for row in rows] == ["real", "generator", "generator", *ebm,
+                                             "generator", "generator", *ebm]
     for row in rows[1:]:
         assert row["num_samples"] == 6 and "kid_mean_inception" in row
         if row["kind"] == "generator":

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.slow
 TINY_ADVERSARIAL = ["model.objective=adversarial", "model.energy.residual=true",
                     "model.energy.conv.channels=8", "model.energy.conv.depth=2"]
 EVAL_IN_TRAINING = ["eval.every_n_epochs=1", "eval.num_samples=150", "eval.kid_subset_size=100"]
-SMALL = ["--num-samples", "150", "--kid-subset-size", "100", "--candidates", "2"]
+SMALL = ["--num-samples", "150", "--kid-subset-size", "100", "--candidates", "2",
+         "--mcmc-steps", "5", "--mcmc-burn-in", "5"]
 
 
 @pytest.fixture(scope="module")
@@ -62,16 +63,23 @@ def test_results_hold_every_figure_for_every_row(evaluated: Path) -> None:
     assert results["num_real"] == 500 and results["num_samples"] == 150
     assert results["reference"] == "validation split"
     rows = results["rows"]
-    assert [row["label"] for row in rows] == ["real: training split", "ml/version_0",
-                                              "adv/version_0", "adv/version_0 EBM (SIR, M=2)"]
-    assert [row["kind"] for row in rows] == ["real", "generator", "generator", "ebm_resampled"]
+    assert [row["label"] for row in rows][:4] == ["real: training split", "ml/version_0",
+                                                  "adv/version_0", "adv/version_0 EBM (SIR, M=2)"]
+    assert rows[4]["label"].startswith("adv/version_0 EBM (IMH, M=2, acceptance 0.")
+    assert rows[5]["label"].startswith("adv/version_0 EBM (MALA, 5 steps after 5, acceptance ")
+    assert [row["kind"] for row in rows] == ["real", "generator", "generator", "ebm_resampled",
+                                             "ebm_chain", "ebm_chain"]
     for row in rows:
         for metric in ("fid", "kid_mean", "kid_std", "precision", "recall", "density",
                        "coverage"):
             assert torch.isfinite(torch.tensor(row[f"{metric}_mnist_cnn"])), (row["label"],
                                                                                metric)
         assert row["num_samples"] == 150 and "fid" not in row
-    real, ml, adversarial, resampled = rows
+    real, ml, adversarial, resampled, imh, mala = rows
+    assert imh["chain_steps"] == 1 and 0 <= imh["acceptance_rate"] <= 1
+    assert mala["chain_steps"] == 5 and mala["chain_burn_in"] == 5
+    assert 0 <= mala["acceptance_rate"] <= 1 and mala["step_size"] > 0
+    assert mala["seconds_per_sample"] > 0
     assert real["fid_mnist_cnn"] < ml["fid_mnist_cnn"], "real data is the floor"
     assert ml["objective"] == "mle" and adversarial["objective"] == "adversarial"
     assert adversarial["log_z_q_samples"] == 300 and adversarial["log_z_q_stderr"] > 0
@@ -79,7 +87,7 @@ def test_results_hold_every_figure_for_every_row(evaluated: Path) -> None:
         assert key in adversarial and key not in ml
     table = (evaluated / "results.md").read_text()
     assert "| real: training split |" in table and "FID (mnist_cnn)" in table
-    assert len([line for line in table.splitlines() if line.startswith("| ")]) == 5
+    assert len([line for line in table.splitlines() if line.startswith("| ")]) == 7
     sheet = Image.open(evaluated / "samples.png")
     assert sheet.width > 3 * sheet.height
 
@@ -122,7 +130,7 @@ def test_same_seed_same_figures_and_one_candidate_resamples_the_generator(
     assert _figures(_results(again)) == _figures(_results(evaluated))
     one = tmp_path / "one"
     assert evaluate(["--ckpt", str(checkpoints["adversarial"]), "--out", str(one), *SMALL[:4],
-                     "--candidates", "1", "--seed", "5"]) == 0
+                     "--candidates", "1", "--mcmc-steps", "0", "--seed", "5"]) == 0
     _, generator, resampled = _results(one)["rows"]
     assert resampled["fid_mnist_cnn"] == generator["fid_mnist_cnn"]
     assert generator["fid_mnist_cnn"] != _results(evaluated)["rows"][2]["fid_mnist_cnn"]

@@ -68,7 +68,8 @@ def test_adversarial_vs_mle_shows_the_comparison(tmp_path: Path,
     proc = subprocess.run(
         [sys.executable, str(script), "--generator", "realnvp", "--ml-epochs", "1",
          "--extra-epochs", "1", "--seeds", "0", "1", "--num-samples", "150",
-         "--kid-subset-size", "100", "--candidates", "2", "--output-dir", str(tmp_path / "runs"),
+         "--kid-subset-size", "100", "--candidates", "2", "--mcmc-steps", "4",
+         "--mcmc-burn-in", "4", "--output-dir", str(tmp_path / "runs"),
          "--results-dir", str(tmp_path), "--adversarial-overrides",
          "model.energy.conv.channels=8", "model.energy.conv.depth=2", "--",
          *[arg for arg in TINY_IMAGE_RUN if not arg.startswith("trainer.max_epochs")]],
@@ -76,7 +77,7 @@ def test_adversarial_vs_mle_shows_the_comparison(tmp_path: Path,
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "compare_realnvp_mnist5k.json").read_text())
     assert list(results["rows"]) == ["real", "ml", "ml_continued", "adversarial",
-                                     "ebm_resampled"]
+                                     "ebm_resampled", "ebm_imh", "ebm_mala"]
     assert results["rows"]["adversarial"]["fid"]["std"] >= 0
     assert (tmp_path / "compare_realnvp_mnist5k.png").is_file()
     monkeypatch.setenv("LIT_EBM_NOTEBOOK_COMPARE", str(tmp_path / "compare_realnvp_mnist5k.json"))

@@ -12,8 +12,9 @@ over both::
     fid = {row.label: row.metrics.fid for row in results.rows}
 """
 
+from lit_ebm.evaluation.ebm import EBMDraws, LogZEstimate, draw_ebm, estimate_log_z
 from lit_ebm.evaluation.loading import LoadedCheckpoint, load_checkpoint, run_label
-from lit_ebm.evaluation.measure import EBMDraws, evaluate, sample_ebm
+from lit_ebm.evaluation.measure import evaluate
 from lit_ebm.evaluation.report import (
     TABLE_COLUMNS,
     column_title,
@@ -31,6 +32,6 @@ from lit_ebm.evaluation.results import (
 from lit_ebm.evaluation.settings import KID_SUBSET_SIZE, EvaluationSettings
 
 __all__ = ["KID_SUBSET_SIZE", "SAMPLE_METRICS", "TABLE_COLUMNS", "EBMDraws", "EvaluationResults",
-           "EvaluationSettings", "LoadedCheckpoint", "Row", "SampleMetrics", "column_title",
-           "evaluate", "figure_key", "load_checkpoint", "markdown_table", "run_label",
-           "sample_ebm", "sample_sheet", "write_report"]
+           "EvaluationSettings", "LoadedCheckpoint", "LogZEstimate", "Row", "SampleMetrics",
+           "column_title", "estimate_log_z", "evaluate", "figure_key", "load_checkpoint",
+           "markdown_table", "run_label", "draw_ebm", "sample_sheet", "write_report"]

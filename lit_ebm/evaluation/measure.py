@@ -8,11 +8,14 @@ validation split the run was trained with (``split="val"``), or the official tes
 - the generator: FID, KID (mean and std over subsets), precision, recall, density and
   coverage of ``num_samples`` samples, and its bits/dim on the reference split;
 - for an ``AdversarialEBM``, also the EBM itself: its bits/dim from log p(x) = -E(x) - log Z
-  with the learned log Z and with a fresh importance-sampling estimate (proposal q alone, with
-  its standard error), and the same sample metrics for EBM samples drawn by
-  sampling-importance-resampling from ``candidates`` generator samples each. The
-  ``num_samples x candidates`` draws serve all three: the first candidate of each group is the
-  generator's sample, the resampled one the EBM's, and all of them estimate log Z.
+  with the learned log Z (a normaliser only under ``log_z_tracking`` = 1, else a learned
+  offset) and with a fresh importance-sampling estimate (:mod:`lit_ebm.evaluation.ebm`: its
+  standard error, effective sample size and Pareto k-hat, marked unreliable above 0.7), and
+  the same sample metrics for EBM samples drawn by sampling-importance-resampling from
+  ``candidates`` generator samples each. The ``num_samples x candidates`` draws serve all
+  three: the first candidate of each group is the generator's sample, the resampled one the
+  EBM's, and they estimate log Z (with proposal q; a residual energy's proposal, the base q0
+  or the mixture of q and q0, takes as many draws, some or all of them fresh from q0).
 
 A real-versus-real row (as many training images against the same reference split) gives the
 floor of every figure. Deterministic for a given seed.
@@ -35,10 +38,10 @@ from tqdm import tqdm
 from lit_ebm.config import DataConfig
 from lit_ebm.data import ImageDataModule, QuantisedImages
 from lit_ebm.errors import ConfigError, NonFiniteSamplesError
+from lit_ebm.evaluation.ebm import draw_ebm, estimate_log_z
 from lit_ebm.evaluation.loading import LoadedCheckpoint, check_same_data, load_checkpoint
 from lit_ebm.evaluation.quality import (
     FeatureDistances,
-    batches,
     check_sample_counts,
     generated_levels,
     image_features,
@@ -53,25 +56,11 @@ from lit_ebm.evaluation.settings import (
 )
 from lit_ebm.features import WEIGHTS_DIR, FeatureExtractor, build_feature_extractor
 from lit_ebm.generators import bits_per_dim, to_levels
-from lit_ebm.metrics import (
-    log_partition_proposal,
-    precision_recall_density_coverage,
-    sampling_importance_resampling,
-)
+from lit_ebm.generators.flows import FlowGenerator
+from lit_ebm.metrics import precision_recall_density_coverage
 from lit_ebm.modules import AdversarialEBM
 
 NEAREST_NEIGHBOURS = 5  # k of precision/recall/density/coverage, as in both papers
-
-
-@dataclass
-class EBMDraws:
-    """``num_samples`` groups of generator samples: the first of each group and the one
-    resampled by weight exp(-E - log q) as uint8 images, and the energies and log q of all."""
-
-    generator: Tensor
-    resampled: Tensor
-    energy: Tensor
-    log_q: Tensor
 
 
 @dataclass
@@ -140,52 +129,57 @@ def validation_bits(checkpoint: LoadedCheckpoint, data_root: str | None,
     return ValidationBits(bpd, log_z, ebm_bpd, energies)
 
 
-@torch.no_grad()
-def sample_ebm(module: AdversarialEBM, num_samples: int, candidates: int, batch_size: int = 256,
-               label: str = "EBM") -> EBMDraws:
-    """EBM samples by sampling-importance-resampling: ``num_samples`` groups of ``candidates``
-    generator samples, one of each group drawn with probability proportional to
-    exp(-E - log q). ``label`` names the progress bar."""
-    generator = module.generator
-    groups_per_batch = max(1, batch_size // candidates)
-    first, resampled, energy, log_q = [], [], [], []
-    with tqdm(total=num_samples * candidates, desc=f"{label}: samples", unit="img",
-              disable=None, file=sys.stderr) as progress:
-        for n in batches(num_samples, groups_per_batch):
-            x, lq = generator.sample(n * candidates)
-            e = module.energy(x)
-            x = x.reshape(n, candidates, *x.shape[1:])
-            pick = sampling_importance_resampling((-e - lq).reshape(n, candidates))
-            first.append(to_levels(x[:, 0], generator.discrete).cpu())
-            resampled.append(to_levels(x[torch.arange(n), pick], generator.discrete).cpu())
-            energy.append(e.double().cpu())
-            log_q.append(lq.double().cpu())
-            progress.update(n * candidates)
-    return EBMDraws(torch.cat(first), torch.cat(resampled), torch.cat(energy), torch.cat(log_q))
-
-
 def _ebm_rows(checkpoint: LoadedCheckpoint, module: AdversarialEBM, settings: EvaluationSettings,
               bits: ValidationBits, start: float) -> list[Row]:
-    """An EBM's generator row, with its own bits/dim and log Z, and its resampled row;
-    ``module`` is ``checkpoint.module``."""
+    """An EBM's generator row, with its own bits/dim and log Z, and its rows of EBM samples:
+    resampled, by IMH through the same candidates, and for a flow by MALA; ``module`` is
+    ``checkpoint.module``."""
     m = settings.candidates
     assert bits.energies is not None  # validation_bits keeps an EBM's energies
-    draws = sample_ebm(module, settings.num_samples, m, settings.batch_size, checkpoint.label)
-    estimate = log_partition_proposal(draws.energy, draws.log_q)
+    draws = draw_ebm(module, settings.num_samples, m, settings.batch_size, checkpoint.label)
+    estimate = estimate_log_z(module, draws, settings.log_z_proposal, settings.batch_size)
     g = module.generator
-    ebm_bpd = bits_per_dim(-bits.energies - estimate["log_z"], g.num_dims, g.discrete).mean()
+    ebm_bpd = bits_per_dim(-bits.energies - estimate.log_z, g.num_dims, g.discrete).mean()
     common = {"path": str(checkpoint.path), "generator": checkpoint.generator,
               "data": checkpoint.data["name"], "candidates": m}
     generator = Row(
         label=checkpoint.label, kind="generator", objective=checkpoint.objective, **common,
-        bpd=bits.bpd, log_z_learned=bits.log_z_learned,
-        ebm_bpd_learned_log_z=bits.ebm_bpd_learned_log_z, log_z_q=float(estimate["log_z"]),
-        log_z_q_stderr=float(estimate["stderr"]), log_z_q_ess=float(estimate["ess"]),
-        log_z_q_samples=len(draws.energy), ebm_bpd_is_log_z=float(ebm_bpd),
+        bpd=bits.bpd, log_z_learned=bits.log_z_learned, log_z_tracking=module.log_z_tracking,
+        ebm_bpd_learned_log_z=bits.ebm_bpd_learned_log_z, log_z_proposal=estimate.proposal,
+        log_z_q=estimate.log_z, log_z_q_stderr=estimate.stderr, log_z_q_ess=estimate.ess,
+        log_z_q_pareto_k=estimate.pareto_k, log_z_q_samples=estimate.samples,
+        ebm_bpd_is_log_z=float(ebm_bpd), ebm_bpd_is_reliable=estimate.reliable,
         seconds_sampling=time.perf_counter() - start, images=draws.generator)
     resampled = Row(label=f"{checkpoint.label} EBM (SIR, M={m})", kind="ebm_resampled",
                     objective="ebm (resampled)", **common, images=draws.resampled)
-    return [generator, resampled]
+    rows = [generator, resampled]
+    if m > 1:
+        acceptance = draws.chain_accepted / (settings.num_samples * (m - 1))
+        rows.append(Row(label=f"{checkpoint.label} EBM (IMH, M={m}, acceptance "
+                              f"{acceptance:.2f})", kind="ebm_chain", objective="ebm (IMH)",
+                        **common, chain_steps=m - 1, acceptance_rate=acceptance,
+                        images=draws.chained))
+    if settings.mcmc_steps > 0 and isinstance(g, FlowGenerator):
+        rows.append(_mala_row(checkpoint, module, settings, common))
+    return rows
+
+
+def _mala_row(checkpoint: LoadedCheckpoint, module: AdversarialEBM,
+              settings: EvaluationSettings, common: dict[str, Any]) -> Row:
+    """The EBM's samples by MALA in its flow's latent space (:mod:`lit_ebm.sampling`), chains
+    started at the generator's draws."""
+    steps, burn_in = settings.mcmc_steps, settings.mcmc_burn_in
+    with tqdm(total=settings.num_samples, desc=f"{checkpoint.label}: MALA", unit="img",
+              disable=None, file=sys.stderr) as progress:
+        drawn = module.sample(settings.num_samples, "mcmc", steps=steps, burn_in=burn_in,
+                              batch_size=settings.batch_size, progress=progress.update)
+    per_sample = drawn.seconds / settings.num_samples
+    label = (f"{checkpoint.label} EBM (MALA, {steps} steps after {burn_in}, acceptance "
+             f"{drawn.acceptance_rate or 0:.2f}, step size {drawn.adapted_step_size or 0:.3g})")
+    return Row(label=label, kind="ebm_chain", objective="ebm (MALA)", **common,
+               chain_steps=steps, chain_burn_in=burn_in, acceptance_rate=drawn.acceptance_rate,
+               step_size=drawn.adapted_step_size, seconds_per_sample=per_sample,
+               images=to_levels(drawn.x, discrete=False))
 
 
 def checkpoint_rows(checkpoint: LoadedCheckpoint, settings: EvaluationSettings) -> list[Row]:

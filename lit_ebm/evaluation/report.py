@@ -18,9 +18,20 @@ from lit_ebm.evaluation.settings import flag
 REPORT_FILES = ("results.json", "results.md", "samples.png")
 GRID_IMAGES = 36  # images of each row on the sample sheet
 TABLE_COLUMNS = {  # figure: column title; sample metrics carry the features' name as a suffix
-    "bpd": "gen. bpd", "ebm_bpd_learned_log_z": "EBM bpd (learned log Z)",
+    "bpd": "gen. bpd",
+    "ebm_bpd_learned_log_z": "EBM bpd (learned log Z, a normaliser only if tracked)",
     "ebm_bpd_is_log_z": "EBM bpd (IS log Z)", "fid": "FID", "kid_mean": "KID",
     "precision": "precision", "recall": "recall", "density": "density", "coverage": "coverage"}
+UNRELIABLE = "*"  # marks bits/dim under an IS log Z whose Pareto k-hat exceeds 0.7
+EBM_FOOTNOTES = (
+    "Learned log Z: a normaliser only for runs with model.log_z_tracking = 1 (log Z moved to "
+    "each batch's L_D-optimal value before every energy step); otherwise a learned offset "
+    "that Adam moves slowly, and bits/dim under it are not a likelihood.",
+    "IS log Z: importance-sampling estimate ± its standard error (interval: ± 1.96 standard "
+    "errors), with its proposal (q: the generator; base: the residual energy's frozen q0; "
+    "mixture: q/2 + q0/2), effective sample size and Pareto k-hat (Vehtari et al. 2024). "
+    f"{UNRELIABLE} k-hat > 0.7: the importance weights are too heavy-tailed for the estimate "
+    "or its error bar to be trusted, whatever the effective sample size says.")
 
 
 def column_title(figure: str, features: str) -> str:
@@ -35,7 +46,11 @@ def _cell(row: dict[str, Any], key: str) -> str:
     if key.startswith("kid_mean"):
         return f"{row[key]:.4g} ± {row[key.replace('mean', 'std')]:.2g}"
     if key == "ebm_bpd_is_log_z":
-        return f"{row[key]:.4f} (log Z {row['log_z_q']:.2f} ± {row['log_z_q_stderr']:.2f})"
+        mark = "" if row["ebm_bpd_is_reliable"] else UNRELIABLE
+        return (f"{row[key]:.4f}{mark} (log Z {row['log_z_q']:.2f} ± "
+                f"{row['log_z_q_stderr']:.2f}, {row['log_z_proposal']}, ESS "
+                f"{row['log_z_q_ess']:.0f}/{row['log_z_q_samples']}, k-hat "
+                f"{row['log_z_q_pareto_k']:.2f})")
     return f"{row[key]:.4f}"
 
 
@@ -53,6 +68,8 @@ def markdown_table(results: EvaluationResults) -> str:
         figures = row.to_dict()
         lines.append(f"| {row.label} | " + " | ".join(_cell(figures, key) for key, _ in columns)
                      + " |")
+    if any(row.ebm_bpd_learned_log_z is not None for row in results.rows):
+        lines += [line for note in EBM_FOOTNOTES for line in ("", note)]
     return "\n".join(lines) + "\n"
 
 

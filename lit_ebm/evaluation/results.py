@@ -8,7 +8,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 SAMPLE_METRICS = ("fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage")
-RowKind = Literal["real", "generator", "ebm_resampled"]
+RowKind = Literal["real", "generator", "ebm_resampled", "ebm_chain"]
 
 
 def figure_key(figure: str, features: str) -> str:
@@ -38,18 +38,29 @@ class Row:
     label: str
     kind: RowKind
     path: str | None = None  # the checkpoint
-    objective: str  # "real", "mle", "adversarial" or "ebm (resampled)"
+    objective: str  # "real", "mle", "adversarial", "ebm (resampled)", "ebm (IMH)", "ebm (MALA)"
     generator: str | None = None  # its model.generator.name
     data: str
     bpd: float | None = None  # the generator's bits/dim on the validation split
+    # the module's log Z: a normaliser only with log_z_tracking = 1 (moved to each batch's
+    # L_D-optimal value before every energy step), otherwise a learned offset
     log_z_learned: float | None = None
+    log_z_tracking: float | None = None
     ebm_bpd_learned_log_z: float | None = None  # -E - log Z with the learned log Z
     candidates: int | None = None  # generator samples per resampled EBM sample
-    log_z_q: float | None = None  # importance-sampling estimate of log Z, proposal q alone
-    log_z_q_stderr: float | None = None
+    log_z_proposal: str | None = None  # of log_z_q: "q", "base" (q0) or "mixture" of both
+    log_z_q: float | None = None  # importance-sampling estimate of log Z
+    log_z_q_stderr: float | None = None  # delta method; the interval is log_z_q +- 1.96 stderr
     log_z_q_ess: float | None = None  # its effective sample size
+    log_z_q_pareto_k: float | None = None  # PSIS k-hat of its weights
     log_z_q_samples: int | None = None
     ebm_bpd_is_log_z: float | None = None  # -E - log Z with log_z_q
+    ebm_bpd_is_reliable: bool | None = None  # log_z_q_pareto_k <= 0.7
+    chain_steps: int | None = None  # an EBM chain row's transitions per sample (after burn-in)
+    chain_burn_in: int | None = None  # MALA: adaptation steps before them
+    acceptance_rate: float | None = None  # of the chain's proposals after burn-in
+    step_size: float | None = None  # MALA: the adapted step size
+    seconds_per_sample: float | None = None  # a chain row's wall-clock seconds per sample
     seconds_sampling: float | None = None
     features: str | None = None  # the feature extractor of ``metrics``
     num_samples: int | None = None

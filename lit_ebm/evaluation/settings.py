@@ -10,9 +10,10 @@ from typing import Any
 import torch
 
 from lit_ebm.config import IMAGE_DATASETS
-from lit_ebm.config.rules import check_settings, one_of, optional, positive, setting
+from lit_ebm.config.rules import check_settings, non_negative, one_of, optional, positive, setting
 
 SPLITS = ("val", "test")
+LOG_Z_PROPOSALS = ("mixture", "base", "q")  # for a residual energy; any other uses q
 KID_SUBSET_SIZE = 1000  # the default, lowered to the validation split's size where smaller
 FLAGS = {"checkpoints": "--ckpt"}  # settings whose flag is not named after them
 
@@ -62,6 +63,13 @@ class EvaluationSettings:
     # which the run chose its checkpoint, or the official test set (mnist, fashion_mnist, cifar10)
     split: str = setting("val", one_of(*SPLITS))
     inception_weights: str | None = None  # cifar10: a local Inception weights file
+    # the proposal of an EBM's importance-sampling log Z when its energy is residual, E = f -
+    # log q0: the mixture q/2 + q0/2, q0 alone, or the generator q (lit_ebm.evaluation.ebm)
+    log_z_proposal: str = setting("mixture", one_of(*LOG_Z_PROPOSALS))
+    # an EBM over a flow: a row of samples by MALA in the flow's latent space, this many steps
+    # after mcmc_burn_in steps of step-size adaptation (0: no MALA row)
+    mcmc_steps: int = setting(100, non_negative)
+    mcmc_burn_in: int = setting(100, non_negative)
     device: str | None = setting(None, optional(torch_device))  # None: cuda when available
     command: str | None = None  # for results.json; None: the equivalent command line
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lit_ebm.errors import NonFiniteSamplesError
+from lit_ebm.errors import NonFiniteSamplesError, require
 
 
 def bits_per_dim(log_q: Tensor, num_dims: int, discrete: bool) -> Tensor:
@@ -23,6 +23,13 @@ def bits_per_dim(log_q: Tensor, num_dims: int, discrete: bool) -> Tensor:
     if not discrete:
         nats = nats + num_dims * math.log(256.0)
     return nats / (num_dims * math.log(2.0))
+
+
+def check_temperature(temperature: float) -> None:
+    """Refuse a sampling temperature that is not a finite positive number."""
+    require(isinstance(temperature, int | float) and math.isfinite(temperature)
+            and temperature > 0, "temperature", f"temperature must be a finite positive number, "
+            f"got {temperature!r}; pass e.g. temperature=0.9 (1 samples the model itself)")
 
 
 def to_levels(x: Tensor, discrete: bool) -> Tensor:

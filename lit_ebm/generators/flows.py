@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_ebm.generators.base import Generator
+from lit_ebm.generators.base import Generator, check_temperature
 
 
 def standard_normal_log_prob(z: Tensor) -> Tensor:
@@ -153,9 +153,13 @@ class FlowGenerator(Generator, FlowLayer):
         z, log_det = self(x)
         return standard_normal_log_prob(z) + log_det
 
-    def sample(self, num_samples: int) -> tuple[Tensor, Tensor]:
-        """Reparameterised ``(x, log_q)``: gradients reach the parameters through both."""
+    def sample(self, num_samples: int, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+        """Reparameterised ``(x, log_q)``: gradients reach the parameters through both. At
+        ``temperature`` T the latent is z ~ N(0, T^2 I) (Kingma & Dhariwal 2018, "Glow"), and
+        ``log_q`` stays the model's (T = 1) log-density of the x drawn."""
+        check_temperature(temperature)
         param = next(self.parameters())
-        z = torch.randn(num_samples, self.num_dims, device=param.device, dtype=param.dtype)
+        z = temperature * torch.randn(num_samples, self.num_dims, device=param.device,
+                                      dtype=param.dtype)
         x, log_det = self.inverse(z)
         return x, standard_normal_log_prob(z) - log_det

@@ -7,16 +7,15 @@ an exact probability mass (docs/mathematics.md, densities in one space). The net
 
 - a vertical stack whose features at row i depend on the rows strictly above i only;
 - a horizontal stack whose features at (i, j) depend on the pixels left of j in row i, and on the
-  vertical stack at (i, j) through a 1x1 convolution (never the reverse, which would leak the
-  pixel's own value); gated tanh x sigmoid units and residual connections;
+  vertical stack at (i, j) through a 1x1 convolution (never the reverse: that would leak the
+  pixel's value); gated tanh x sigmoid units and residual connections;
 - whole-pixel spatial causality: only the first layer excludes the centre pixel;
 - an output head whose logits for channel c also receive the current pixel's channels < c
   through a masked 1x1 convolution, so R, then G | R, then B | R, G.
 
-Convolution kernels cover only the causal neighbourhood (no multiplied-out mask), so every
-output position is the same sum whether it is computed over the whole image or over a window:
-:meth:`PixelCNN.sample` uses that to cache activations (Ramachandran et al. 2017, "Fast
-Generation for Convolutional Autoregressive Models").
+Kernels cover only the causal neighbourhood (no multiplied-out mask), so an output is the same
+sum over the whole image or a window: :meth:`PixelCNN.sample` caches activations that way
+(Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive Models").
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_ebm.errors import require, require_image_shape, require_positive_int
-from lit_ebm.generators.base import Generator
+from lit_ebm.generators.base import Generator, check_temperature
 from lit_ebm.registry import register
 
 NUM_LEVELS = 256
@@ -107,8 +106,7 @@ class _GatedLayer(nn.Module):
         return _gate(v_pre), self.vertical_to_horizontal(v_pre)
 
     def horizontal_pixel(self, h_row: Tensor, col: int, from_vertical: Tensor) -> Tensor:
-        """Output ``(B, C, 1, 1)`` at ``col`` from this layer's input row ``(B, C, 1, W)`` and
-        the vertical contribution at that pixel."""
+        """Output ``(B, C, 1, 1)`` at ``col`` from the input row and the vertical part there."""
         return self._horizontal(h_row[..., col:col + 1], self.horizontal.at(h_row, 0, col),
                                 from_vertical)
 
@@ -145,13 +143,11 @@ class _Head(nn.Module):
         return out.reshape(b, self.image_channels, NUM_LEVELS, height, width).transpose(1, 2)
 
 
-def _inverse_cdf(logits: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-    """Levels ``k`` with ``P(K < k) <= u < P(K <= k)`` and their log-probabilities, in float64.
-
-    ``logits`` is ``(B, 256)``, ``u`` is ``(B,)`` uniform in [0, 1).
-    """
+def _inverse_cdf(logits: Tensor, u: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """Levels ``k`` with ``P_T(K < k) <= u < P_T(K <= k)``, P_T = softmax(logits ``(B, 256)`` /
+    T), for ``u`` ``(B,)``, and their log-probabilities at T = 1, in float64."""
     log_p = torch.log_softmax(logits.double(), dim=1)
-    cdf = log_p.exp().cumsum(dim=1)
+    cdf = torch.softmax(logits.double() / temperature, dim=1).cumsum(dim=1)
     k = (cdf[:, :-1] <= u.unsqueeze(1)).sum(dim=1)
     return k, log_p.gather(1, k.unsqueeze(1)).squeeze(1)
 
@@ -168,8 +164,8 @@ class PixelCNN(Generator):
         kernel_size: odd, at least 3; the vertical stack reads ``kernel_size // 2`` rows above
             and columns either side, the horizontal stack ``kernel_size // 2`` columns left.
 
-    :meth:`log_prob` is the exact log-probability mass of the levels ``k = round(255 x)``;
-    :meth:`sample` draws exact samples with that log-mass.
+    :meth:`log_prob` is the exact log-mass of the levels ``k = round(255 x)``; :meth:`sample`
+    draws exact samples with that log-mass.
     """
 
     discrete = True
@@ -221,24 +217,27 @@ class PixelCNN(Generator):
         return log_p.flatten(1).sum(1)
 
     @torch.no_grad()
-    def sample(self, num_samples: int, method: str = "fast") -> tuple[Tensor, Tensor]:
-        """Draw ``(x, log_q)``: images k / 255 and their exact log-mass (no gradient).
+    def sample(self, num_samples: int, method: str = "fast",
+               temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+        """Draw ``(x, log_q)``: images k / 255 and their exact log-mass (no gradient); at
+        ``temperature`` T each sub-pixel is drawn from softmax(logits / T), and ``log_q`` stays
+        the model's (T = 1) log-mass of the images drawn.
 
         All randomness is drawn up front, one uniform per sub-pixel, and each sub-pixel is
         sampled by inverse CDF, so ``method="fast"`` (cached, the default) and
         ``method="naive"`` (one full forward pass per sub-pixel, the reference) consume it
-        identically and return the same images for the same random state. Their logits agree
-        to float rounding (a convolution over a window may round differently from the same
-        positions of the whole image): images could part only where a uniform falls within
-        that rounding of a CDF boundary.
+        identically and return the same images for the same random state (their logits agree
+        to float rounding, so images could part only where a uniform falls that close to a
+        CDF boundary).
         """
-        samplers: dict[str, Callable[[Tensor], tuple[Tensor, Tensor]]] = {
+        samplers: dict[str, Callable[[Tensor, float], tuple[Tensor, Tensor]]] = {
             "fast": self._sample_fast, "naive": self._sample_naive}
         if method not in samplers:
             raise ValueError(f"method must be 'fast' or 'naive', got {method!r}")
+        check_temperature(temperature)
         param = next(self.parameters())
         u = torch.rand(num_samples, *self.event_shape, device=param.device, dtype=torch.float64)
-        x, log_q = samplers[method](u)
+        x, log_q = samplers[method](u, temperature)
         return x, log_q.to(param.dtype)
 
     def _new_images(self, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -247,19 +246,20 @@ class PixelCNN(Generator):
         return (torch.zeros(u.shape, device=param.device, dtype=param.dtype),
                 torch.zeros(u.shape[0], device=param.device, dtype=torch.float64))
 
-    def _sample_naive(self, u: Tensor) -> tuple[Tensor, Tensor]:
+    def _sample_naive(self, u: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
         """Reference sampler: the whole network once per sub-pixel."""
         x, log_q = self._new_images(u)
         channels, height, width = self.event_shape
         for i in range(height):
             for j in range(width):
                 for c in range(channels):
-                    k, log_p = _inverse_cdf(self.logits(x)[:, :, c, i, j], u[:, c, i, j])
+                    logits = self.logits(x)[:, :, c, i, j]
+                    k, log_p = _inverse_cdf(logits, u[:, c, i, j], temperature)
                     x[:, c, i, j] = k.to(x.dtype) / (NUM_LEVELS - 1)
                     log_q += log_p
         return x, log_q
 
-    def _sample_fast(self, u: Tensor) -> tuple[Tensor, Tensor]:
+    def _sample_fast(self, u: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
         """Cached sampler (Ramachandran et al. 2017): per row, the vertical stack (and its 1x1
         links into the horizontal stack) once along that row from cached rows above; per
         pixel, each horizontal layer at that pixel only, from a cached row of its input; per
@@ -282,7 +282,7 @@ class PixelCNN(Generator):
                 hidden = self.head.hidden(h)
                 for c in range(channels):
                     logits = self.head.logits(hidden, x_in[..., i:i + 1, j:j + 1])
-                    k, log_p = _inverse_cdf(logits[:, :, c, 0, 0], u[:, c, i, j])
+                    k, log_p = _inverse_cdf(logits[:, :, c, 0, 0], u[:, c, i, j], temperature)
                     x[:, c, i, j] = k.to(x.dtype) / (NUM_LEVELS - 1)
                     x_in[:, c, i, j] = _scale(x[:, c, i, j])
                     log_q += log_p

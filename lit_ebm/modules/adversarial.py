@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from pytorch_lightning.core.optimizer import LightningOptimizer
@@ -18,7 +19,7 @@ from lit_ebm import generator_objectives, objectives
 from lit_ebm.energy import ResidualEnergy
 from lit_ebm.generators.base import Generator
 from lit_ebm.metrics import LogMeanExp
-from lit_ebm.modules.base import ADAM_DEFAULTS, AdamSettings, GenerativeModule
+from lit_ebm.modules.base import ADAM_DEFAULTS, AdamSettings, GenerativeModule, eval_mode
 from lit_ebm.modules.training_stats import (
     discriminator_stats,
     generator_stats,
@@ -26,6 +27,7 @@ from lit_ebm.modules.training_stats import (
 )
 from lit_ebm.precision import density_call
 from lit_ebm.registry import NetworkSpec, as_network
+from lit_ebm.sampling import EBMSamples, sample_ebm
 
 GENERATOR_OBJECTIVES = ("reverse_kl", "hybrid", "forward_kl")
 LOSS_NAMES = {"energy": "train/loss_d", "generator": "train/loss_g"}
@@ -241,14 +243,26 @@ class AdversarialEBM(GenerativeModule):
         self.log_z_initialised.fill_(True)
 
     def score(self, x: Tensor) -> dict[str, Tensor]:
-        """The learned EBM p_theta(x) = exp(-E(x)) / Z at ``x``: ``energy`` E(x) and
-        ``log_prob`` = -E(x) - log Z under the learned log Z, each of shape ``(B,)``."""
+        """The learned EBM at ``x``: ``energy`` E(x) and ``log_prob`` = -E(x) - log Z under the
+        learned log Z, each of shape ``(B,)``. The learned log Z normalises exp(-E) only with
+        ``log_z_tracking`` = 1 (moved to each batch's L_D-optimal value before every energy
+        step, itself an importance-sampling estimate); otherwise it is a learned offset that
+        Adam moves slowly and ``log_prob`` is not a normalised log-density. For that, use a
+        fresh estimate of log Z (``lit_ebm.evaluation.estimate_log_z``)."""
         energy = self.energy_of(x)
         return {"energy": energy, "log_prob": -energy - self.log_z}
 
     def log_density(self, x: Tensor) -> Tensor:
-        """The learned normalised log-density -E(x) - log Z."""
+        """-E(x) - log Z under the learned log Z: a normalised log-density only with
+        ``log_z_tracking`` = 1 (see :meth:`score`)."""
         return self.score(x)["log_prob"]
+
+    def sample(self, num_samples: int, method: str = "generator", **options: Any) -> EBMSamples:
+        """Samples of the EBM exp(-E) / Z by ``method``: ``"sir"``, ``"mcmc"`` (MALA in a flow's
+        latent), ``"imh"`` (independence Metropolis-Hastings), or ``"generator"`` (q's own);
+        ``options`` and the returned fields: :func:`lit_ebm.sampling.sample_ebm`. In eval mode."""
+        with eval_mode(self):
+            return sample_ebm(self.generator, self.energy, num_samples, method, **options)
 
     def optimizer_settings(self) -> list[tuple[list[nn.Parameter], AdamSettings]]:
         trainable = [p for p in self.energy.parameters() if p.requires_grad]
