@@ -1,9 +1,8 @@
 """Gated PixelCNN (van den Oord et al. 2016, "Conditional Image Generation with PixelCNN
 Decoders") with an exact discrete likelihood and a cached sampler.
 
-An image is generated one sub-pixel at a time in raster order (rows, then columns, then the
-channels R, G, B of a pixel), each from a 256-way categorical, so q(k) = prod_d q(k_d | k_<d) is
-an exact probability mass (docs/mathematics.md, densities in one space). The network has
+Sub-pixels are drawn in raster order (rows, columns, then R, G, B), each from a 256-way
+categorical: q(k) = prod_d q(k_d | k_<d) is an exact mass (docs/mathematics.md). The network has
 
 - a vertical stack whose features at row i depend on the rows strictly above i only;
 - a horizontal stack whose features at (i, j) depend on the pixels left of j in row i, and on the
@@ -147,7 +146,8 @@ def _inverse_cdf(logits: Tensor, u: Tensor, temperature: float) -> tuple[Tensor,
     """Levels ``k`` with ``P_T(K < k) <= u < P_T(K <= k)``, P_T = softmax(logits ``(B, 256)`` /
     T), for ``u`` ``(B,)``, and their log-probabilities at T = 1, in float64."""
     log_p = torch.log_softmax(logits.double(), dim=1)
-    cdf = torch.softmax(logits.double() / temperature, dim=1).cumsum(dim=1)
+    p_t = log_p.exp() if temperature == 1.0 else torch.softmax(logits.double() / temperature, 1)
+    cdf = p_t.cumsum(dim=1)
     k = (cdf[:, :-1] <= u.unsqueeze(1)).sum(dim=1)
     return k, log_p.gather(1, k.unsqueeze(1)).squeeze(1)
 
