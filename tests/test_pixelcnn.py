@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,14 +24,7 @@ TINY_ADVERSARIAL = ["model.objective=adversarial", "model.energy.residual=true",
                     "model.energy.conv.channels=8", "model.energy.conv.depth=2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """One thread: these models are tiny, and the sampler's many small operations only pay
-    for synchronisation between threads (a great deal on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_model(image_shape: tuple[int, int, int], **kwargs: object) -> PixelCNN:

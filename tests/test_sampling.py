@@ -6,7 +6,6 @@ test also shows that the generator's own samples fail it."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -27,15 +26,7 @@ from lit_ebm.sampling import EBMSamples, sample_ebm
 from lit_ebm.toy2d import grid_energy
 from tests.flow_helpers import perturb
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """One thread: the networks are tiny, and threads only cost synchronisation on a busy
-    CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 BOUND, CELLS = 9.0, 8  # the 2-D grid [-BOUND, BOUND]^2 and the coarse cells per axis

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -20,14 +20,7 @@ from lit_ebm.generators.pixelcnn import PixelCNN
 from lit_ebm.generators.realnvp import RealNVP
 from tests.flow_helpers import perturb
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """One thread: these models are tiny, and threads only add synchronisation on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def flow_2d() -> Generator:
