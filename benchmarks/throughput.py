@@ -126,8 +126,8 @@ def plain_loop_images_per_second(config: str, steps: int, warmup: int) -> dict[s
         loss = -generator.log_prob(batch).mean() / generator.num_dims
         optimizer.zero_grad()
         loss.backward()
-        if cfg.model.grad_clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(generator.parameters(), cfg.model.grad_clip_norm)
+        if optim.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(generator.parameters(), optim.grad_clip_norm)
         optimizer.step()
         ends.append(time.perf_counter())
         if index >= warmup:

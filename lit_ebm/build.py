@@ -97,15 +97,14 @@ def build_module(cfg: Config, event_shape: tuple[int, ...]) -> GenerativeModule:
     if model.objective == "mle":
         if model.generator_init is not None:
             raise ConfigError("model.generator_init applies to model.objective=adversarial only")
-        return MaximumLikelihood(generator, asdict(model.generator_optim), model.lr_schedule,
-                                 model.grad_clip_norm)
+        return MaximumLikelihood(generator, asdict(model.generator_optim), model.lr_schedule)
     if model.generator_init is not None and cfg.ckpt_path is None:
         load_generator_weights(generator, model.generator_init, model.generator.name)
     energy = build_energy(model.energy, event_shape, generator)
     return AdversarialEBM(generator, energy, asdict(model.generator_optim),
                           asdict(model.energy_optim), n_critic=model.n_critic,
                           energy_reg=model.energy_reg, lr_schedule=model.lr_schedule,
-                          grad_clip_norm=model.grad_clip_norm, r1_gamma=model.r1_gamma,
+                          r1_gamma=model.r1_gamma,
                           log_z_tracking=model.log_z_tracking,
                           generator_objective=model.generator_objective,
                           nll_weight=model.nll_weight,

@@ -284,3 +284,25 @@ def test_residual_energy_starts_as_the_generator_density_and_keeps_its_base_froz
 def test_residual_energy_refuses_the_magnitude_penalty() -> None:
     with pytest.raises(ConfigError, match="model.energy_reg.*residual"):
         load_config([], ["model.energy.residual=true", "model.energy_reg=0.1"])
+
+
+def test_energy_step_minimises_l_d_per_dimension(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The energy optimiser steps on L_D / D (D = 2 on toy2d) and train/loss_d logs L_D / D."""
+    module = _toy_module()
+    trainable = [*(p for p in module.energy.parameters() if p.requires_grad), module.log_z]
+    seen: dict[str, float] = {}
+    loss = objectives.discriminator_loss
+
+    def recording(*args: Tensor) -> Tensor:
+        value = loss(*args)
+        grads = torch.autograd.grad(value / 2, trainable, retain_graph=True)
+        seen["loss_d"] = float(value)
+        seen["norm"] = float(torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(g) for g in grads])))
+        return value
+
+    monkeypatch.setattr(objectives, "discriminator_loss", recording)
+    trainer = _fit(module, steps=1)
+    metrics = trainer.callback_metrics
+    assert float(metrics["train/loss_d"]) == pytest.approx(seen["loss_d"] / 2, rel=1e-6)
+    assert float(metrics["train/grad_norm_energy"]) == pytest.approx(seen["norm"], rel=1e-5)

@@ -56,7 +56,7 @@ def test_unknown_nested_key_in_a_file(tmp_path: Path, capsys: pytest.CaptureFixt
     [
         ("data.batch_size=abc", "expected an integer"),
         ("data.download=maybe", "expected true or false"),
-        ("model.grad_clip_norm=big", "expected a number or null"),
+        ("model.generator_optim.grad_clip_norm=big", "expected a number or null"),
         ("data.batch_size=0", "expected a positive number"),
         ("data.name=imagenet", "expected one of mnist5k, mnist, fashion_mnist, cifar10, toy2d"),
         ("model.energy_optim.betas=[0.5,1.5]", "expected two numbers in [0, 1)"),

@@ -84,7 +84,7 @@ def _image_step(precision: str, residual: bool,
     energy = ResidualEnergy(net, RealNVP((1, 28, 28), 2, 2, 16)) if residual else net
     if residual:
         energy.base.load_state_dict(generator.state_dict())
-    module = AdversarialEBM(generator, energy, grad_clip_norm=10.0)
+    module = AdversarialEBM(generator, energy)
     data = build_datamodule(DataConfig(name="mnist5k", batch_size=16), dequantise=True)
     data.setup("fit")
     batch = torch.stack([data.val_set[i] for i in range(16)])
@@ -106,8 +106,9 @@ def _image_step(precision: str, residual: bool,
                          enable_model_summary=False, log_every_n_steps=1, limit_val_batches=0)
     trainer.fit(module, DataLoader([batch], batch_size=None))
     metrics = trainer.callback_metrics
-    return {**seen, "loss_d": float(metrics["train/loss_d"]),
-            "loss_g": float(metrics["train/loss_g"])}
+    dims = module.generator.num_dims  # losses are logged per dimension; compared per image
+    return {**seen, "loss_d": float(metrics["train/loss_d"]) * dims,
+            "loss_g": float(metrics["train/loss_g"]) * dims}
 
 
 @pytest.mark.parametrize("residual", [False, True])
@@ -123,14 +124,15 @@ def test_bf16_mixed_step_matches_the_float32_step(residual: bool,
 
 
 class _StepNorms(pl.Callback):
-    """The gradient norm each optimiser steps with (after unscaling and clipping)."""
+    """The gradient norm each optimiser stepped with (after unscaling and clipping), read after
+    the step: without a grad scaler the optimiser calls the closure, which clips, inside step()."""
 
     def __init__(self) -> None:
         self.norms: list[float] = []
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for optimizer in trainer.optimizers:
-            optimizer.register_step_pre_hook(self._record)
+            optimizer.register_step_post_hook(self._record)
 
     def _record(self, optimizer: torch.optim.Optimizer, *args: Any) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"]
@@ -139,12 +141,17 @@ class _StepNorms(pl.Callback):
             [torch.linalg.vector_norm(g) for g in grads]))))
 
 
-def _toy_step(clip: float, scaler: torch.amp.GradScaler | None) -> tuple[_StepNorms, dict]:
+def _toy_step(clip: float, scaler: torch.amp.GradScaler | None,
+              generator_clip: float | None = None) -> tuple[_StepNorms, dict]:
+    """One energy step and one generator step on toy2d; the energy's gradients clipped to
+    ``clip``, the generator's to ``generator_clip`` (default: ``clip`` too)."""
+    generator_clip = clip if generator_clip is None else generator_clip
     pl.seed_everything(0, verbose=False)
     cfg = load_config(["configs/toy2d_adversarial.yaml"], [
         "model.generator.realnvp2d.num_couplings=2", "model.generator.realnvp2d.hidden_features=16",
         "model.energy.mlp.hidden_features=16", "model.energy.mlp.depth=2",
-        f"model.grad_clip_norm={clip}"])
+        f"model.generator_optim.grad_clip_norm={generator_clip}",
+        f"model.energy_optim.grad_clip_norm={clip}"])
     module = build_module(cfg, (2,))
     norms = _StepNorms()
     plugins = [MixedPrecision("16-mixed", "cpu", scaler=scaler)] if scaler else []
@@ -169,3 +176,14 @@ def test_clipping_under_a_grad_scaler_acts_on_unscaled_gradients() -> None:
         norm = logged[f"train/grad_norm_{role}"]
         assert norm > 1e-3 and logged[f"train/clipped_{role}"] == 1.0
         assert norm == pytest.approx(full[f"train/grad_norm_{role}"], rel=1e-2)
+
+
+def test_each_optimiser_is_clipped_to_its_own_norm() -> None:
+    """The energy's gradients are clipped to 1e-3, the generator's (norm about 0.7) to 10: only
+    the energy is clipped, and each step's logged flag says so."""
+    norms, logged = _toy_step(1e-3, None, generator_clip=10.0)
+    energy_norm, generator_norm = norms.norms
+    assert energy_norm == pytest.approx(1e-3, rel=1e-4)
+    assert logged["train/grad_norm_energy"] > 1e-3 and logged["train/clipped_energy"] == 1.0
+    assert generator_norm == pytest.approx(logged["train/grad_norm_generator"], rel=1e-5)
+    assert 1e-3 < generator_norm < 10.0 and logged["train/clipped_generator"] == 0.0

@@ -152,6 +152,7 @@ class OptimConfig:
     lr: float = setting(1e-3, positive)
     betas: list[float] = setting([0.9, 0.999], betas)
     weight_decay: float = setting(0.0, non_negative)
+    grad_clip_norm: float | None = setting(None, optional(positive))  # this optimiser's; null: off
 
 
 @dataclass
@@ -162,7 +163,6 @@ class ModelConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     generator_optim: OptimConfig = field(default_factory=OptimConfig)
     generator_init: str | None = None  # a MaximumLikelihood checkpoint to start the generator from
-    grad_clip_norm: float | None = setting(None, optional(positive))  # per optimiser; None: off
     lr_schedule: str = setting("constant", one_of("constant", "cosine"))  # cosine: to 0 at the end
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     energy_optim: OptimConfig = field(

@@ -31,7 +31,7 @@ from lit_ebm.sampling import EBMSamples, sample_ebm
 
 GENERATOR_OBJECTIVES = ("reverse_kl", "hybrid", "forward_kl")
 LOSS_NAMES = {"energy": "train/loss_d", "generator": "train/loss_g"}
-ENERGY_ADAM: AdamSettings = {"lr": 1e-4, "betas": [0.5, 0.999], "weight_decay": 0.0}
+ENERGY_ADAM: AdamSettings = {**ADAM_DEFAULTS, "lr": 1e-4, "betas": [0.5, 0.999]}
 
 
 @dataclass
@@ -71,22 +71,26 @@ class AdversarialEBM(GenerativeModule):
     generators); ``r1_gamma`` adds gamma/2 E_data ||grad_x f||^2 to the energy loss;
     ``log_z_tracking`` = m moves log Z a fraction m of the way to the batch's L_D-optimal value
     before every energy step (m = 1: the energy step is then the paper's IRL gradient exactly).
+
+    Both steps minimise their loss per dimension (divided by D, like the maximum-likelihood
+    loss), and ``train/loss_d`` and ``train/loss_g`` are logged in those units; each optimiser's
+    settings carry their own ``grad_clip_norm``.
     """
 
     def __init__(self, generator: Generator | NetworkSpec, energy: nn.Module | NetworkSpec,
                  generator_optim: AdamSettings = ADAM_DEFAULTS,
                  energy_optim: AdamSettings = ENERGY_ADAM, n_critic: int = 1,
-                 energy_reg: float = 0.0, lr_schedule: str = "constant",
-                 grad_clip_norm: float | None = None, r1_gamma: float = 0.0,
+                 energy_reg: float = 0.0, lr_schedule: str = "constant", r1_gamma: float = 0.0,
                  log_z_tracking: float = 0.0, generator_objective: str = "reverse_kl",
                  nll_weight: float = 1.0, sticking_the_landing: bool = False) -> None:
-        super().__init__(generator, lr_schedule, grad_clip_norm)
+        super().__init__(generator, lr_schedule)
         if generator_objective not in GENERATOR_OBJECTIVES:
             raise ValueError(f"generator_objective must be one of {GENERATOR_OBJECTIVES}, got "
                              f"{generator_objective!r}")
         self.automatic_optimization = False
         self.energy = as_network(energy, "energy")
-        self.generator_optim, self.energy_optim = dict(generator_optim), dict(energy_optim)
+        self.generator_optim = {**ADAM_DEFAULTS, **generator_optim}
+        self.energy_optim = {**ADAM_DEFAULTS, **energy_optim}
         self.n_critic, self.energy_reg, self.r1_gamma = n_critic, energy_reg, r1_gamma
         self.log_z_tracking = log_z_tracking
         self.generator_objective, self.nll_weight = generator_objective, nll_weight
@@ -118,16 +122,17 @@ class AdversarialEBM(GenerativeModule):
             penalty = penalty + self.r1_gamma * objectives.r1_penalty(grad_real)
             self.log_dict({"train/grad_x_energy_real": input_gradient_norms(grad_real.detach()),
                            "train/grad_x_energy_fake": input_gradient_norms(grad_fake)})
-        self.optimise(energy_opt, loss_d + penalty, "energy", loss_d)
+        dims = self.generator.num_dims
+        self.optimise(energy_opt, (loss_d + penalty) / dims, "energy", loss_d)
 
         # Generator step: the generator objective (the paper's L_G, eq. 2) under the new energy.
         if generator_turn:
             with self.toggled_optimizer(generator_opt):
                 surrogate, loss_g = self.generator_loss(fake, x_real)
-                self.optimise(generator_opt, surrogate, "generator", loss_g)
-            self.log("train/loss_g", loss_g, prog_bar=True)
+                self.optimise(generator_opt, surrogate / dims, "generator", loss_g)
+            self.log("train/loss_g", loss_g / dims, prog_bar=True)
         self.log_dict({f"train/{k}": v for k, v in {
-            "loss_d": loss_d.detach(),
+            "loss_d": loss_d.detach() / dims,
             **discriminator_stats(energy_real.detach(), energy_fake.detach(), log_q_real,
                                   log_q_fake, self.log_z.detach()),
             **generator_stats(fake.x.detach(), log_q_fake, fake.log_q_base,
@@ -206,17 +211,15 @@ class AdversarialEBM(GenerativeModule):
         optimizer.step()
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
-        """Clip ``optimizer``'s gradients; log their norm before clipping and whether it was
-        clipped. Lightning calls this inside ``optimizer.step()``, after a 16-mixed run's grad
-        scaler has unscaled the gradients: clipping before ``step()`` would act on gradients
-        multiplied by the loss scale."""
+        """Clip ``optimizer``'s gradients to its own settings' norm (:meth:`clip` logs the norm
+        and how often it clips). Lightning calls this inside ``optimizer.step()``, after a
+        16-mixed run's grad scaler has unscaled the gradients: clipping before ``step()`` would
+        act on gradients multiplied by the loss scale."""
         energy_opt, _ = self.optimizers()  # type: ignore[attr-defined]
-        role = "energy" if optimizer is getattr(energy_opt, "optimizer", energy_opt) else (
-            "generator")
-        norm = self.clip(optimizer)
-        self.log(f"train/grad_norm_{role}", norm)
-        if self.grad_clip_norm is not None:
-            self.log(f"train/clipped_{role}", (norm > self.grad_clip_norm).float())
+        if optimizer is getattr(energy_opt, "optimizer", energy_opt):
+            self.clip(optimizer, self.energy_optim, "energy")
+        else:
+            self.clip(optimizer, self.generator_optim, "generator")
 
     def energy_of(self, x: Tensor, base_log_prob: Tensor | None = None) -> Tensor:
         """E(x), shape ``(B,)``, float32 or wider under any autocast setting; ``base_log_prob``

@@ -33,8 +33,10 @@ from lit_ebm.precision import density_call
 from lit_ebm.registry import NetworkSpec, as_network, describe
 
 AdamSettings = Mapping[str, Any]
-"""``{"lr": float, "betas": [float, float], "weight_decay": float}``."""
-ADAM_DEFAULTS: AdamSettings = {"lr": 1e-3, "betas": [0.9, 0.999], "weight_decay": 0.0}
+"""``{"lr": float, "betas": [float, float], "weight_decay": float, "grad_clip_norm": float |
+None}``: one optimiser's Adam settings and the norm its gradients are clipped to (None: off)."""
+ADAM_DEFAULTS: AdamSettings = {"lr": 1e-3, "betas": [0.9, 0.999], "weight_decay": 0.0,
+                               "grad_clip_norm": None}
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -76,14 +78,12 @@ def check_generator(generator: nn.Module) -> Generator:
 class GenerativeModule(pl.LightningModule):
     """The generator q, its validation likelihood, and one Adam per optimiser setting."""
 
-    def __init__(self, generator: Generator | NetworkSpec, lr_schedule: str = "constant",
-                 grad_clip_norm: float | None = None) -> None:
+    def __init__(self, generator: Generator | NetworkSpec, lr_schedule: str = "constant") -> None:
         super().__init__()
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         self.generator = check_generator(as_network(generator, "generator"))
         self.lr_schedule = lr_schedule
-        self.grad_clip_norm = grad_clip_norm
         self.val_nll = MeanMetric()
         self.val_bpd = MeanMetric()
 
@@ -148,18 +148,21 @@ class GenerativeModule(pl.LightningModule):
             configured.append(entry)
         return configured[0] if len(configured) == 1 else configured
 
-    def clip(self, optimizer: Optimizer | LightningOptimizer) -> Tensor:
-        """Clip ``optimizer``'s gradient norm to ``grad_clip_norm`` when it is set; returns the
-        norm before clipping."""
+    def clip(self, optimizer: Optimizer | LightningOptimizer, settings: AdamSettings,
+             role: str) -> None:
+        """Clip ``optimizer``'s gradient norm to its ``settings["grad_clip_norm"]`` when that is
+        set; log the norm before clipping as ``train/grad_norm_<role>`` and, with clipping on,
+        ``train/clipped_<role>`` (1 on a clipped step, so its epoch mean is how often)."""
         grads = [p.grad for group in optimizer.param_groups for p in group["params"]
                  if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
                                                      for g in grads])) if grads else torch.zeros(())
-        if self.grad_clip_norm is not None:
+        self.log(f"train/grad_norm_{role}", norm.detach())
+        max_norm = settings.get("grad_clip_norm")
+        if max_norm is not None:
             self.clip_gradients(optimizer,  # type: ignore[arg-type]
-                                gradient_clip_val=self.grad_clip_norm,
-                                gradient_clip_algorithm="norm")
-        return norm.detach()
+                                gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
+            self.log(f"train/clipped_{role}", (norm.detach() > max_norm).float())
 
     def check_finite(self, name: str, value: Tensor) -> None:
         """Stop with :class:`NonFiniteLossError` if ``value`` is NaN or infinite on any rank."""
@@ -169,5 +172,6 @@ class GenerativeModule(pl.LightningModule):
                 f"{name} is not finite ({value.detach().cpu().tolist()}) at global step "
                 f"{self.global_step}, epoch {self.current_epoch}. Training stopped before the "
                 "update; the last checkpoint is intact. Lower the learning rate or set "
-                "model.grad_clip_norm / model.energy_reg, then resume with ckpt_path=last."
+                "model.generator_optim.grad_clip_norm (model.energy_optim.grad_clip_norm, "
+                "model.energy_reg), then resume with ckpt_path=last."
             )

@@ -17,10 +17,10 @@ class MaximumLikelihood(GenerativeModule):
     """Fit the generator by maximum likelihood: minimise -log q(x) per dimension."""
 
     def __init__(self, generator: Generator | NetworkSpec,
-                 generator_optim: AdamSettings = ADAM_DEFAULTS, lr_schedule: str = "constant",
-                 grad_clip_norm: float | None = None) -> None:
-        super().__init__(generator, lr_schedule, grad_clip_norm)
-        self.generator_optim = dict(generator_optim)
+                 generator_optim: AdamSettings = ADAM_DEFAULTS,
+                 lr_schedule: str = "constant") -> None:
+        super().__init__(generator, lr_schedule)
+        self.generator_optim = {**ADAM_DEFAULTS, **generator_optim}
         self.save_networks_and_hyperparameters(generator=self.generator)
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
@@ -35,4 +35,4 @@ class MaximumLikelihood(GenerativeModule):
 
     def configure_gradient_clipping(self, optimizer: Optimizer, gradient_clip_val: Any = None,
                                     gradient_clip_algorithm: Any = None) -> None:
-        self.clip(optimizer)
+        self.clip(optimizer, self.generator_optim, "generator")
