@@ -44,7 +44,7 @@ from lit_ebm.fit import train
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = {  # generator: (ML config, adversarial config)
-    "realnvp": ("quickstart.yaml", "mnist5k_realnvp_adversarial.yaml"),
+    "realnvp": ("mnist5k_realnvp_mle.yaml", "mnist5k_realnvp_adversarial.yaml"),
     "pixelcnn": ("mnist5k_pixelcnn_mle.yaml", "mnist5k_pixelcnn_adversarial.yaml"),
 }
 ARMS = ("ml", "ml_continued", "adversarial")

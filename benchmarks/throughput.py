@@ -19,9 +19,10 @@ several percent from minute to minute).
 
 Usage: ``python benchmarks/throughput.py [--steps N] [--warmup N] [--rounds N] [--config FILE]
 [--pixelcnn-config FILE]``. Times the models of ``configs/mnist5k_realnvp_adversarial.yaml``
-(the quickstart's RealNVP and a conv energy) and ``configs/mnist5k_pixelcnn_adversarial.yaml``
-on the bundled mnist5k data; prints the figures and writes ``benchmarks/results/throughput.json``
-(RealNVP figures at the top level, PixelCNN figures under ``pixelcnn``).
+(the RealNVP of ``configs/mnist5k_realnvp_mle.yaml`` and a conv energy) and
+``configs/mnist5k_pixelcnn_adversarial.yaml`` on the bundled mnist5k data; prints the figures
+and writes ``benchmarks/results/throughput.json`` (RealNVP figures at the top level, PixelCNN
+figures under ``pixelcnn``).
 """
 
 from __future__ import annotations

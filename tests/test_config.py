@@ -91,7 +91,7 @@ def test_print_config_prints_every_section(capsys: pytest.CaptureFixture[str]) -
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["name"] == "quickstart"
     assert set(printed) >= {"data", "model", "trainer", "eval", "output_dir", "ckpt_path"}
-    assert printed["model"]["generator"]["realnvp"]["hidden_channels"] == 32
+    assert printed["model"]["generator"]["pixelcnn"]["channels"] == 32
 
 
 @pytest.mark.slow

@@ -18,8 +18,9 @@ NAMES = sorted(p.relative_to(SHIPPED).with_suffix("").as_posix() for p in SHIPPE
 
 
 def test_the_configs_ship_inside_the_package_and_the_checkout_links_to_them() -> None:
-    assert {"quickstart", "mnist5k_pixelcnn_mle", "data/mnist5k", "objective/mle"} <= set(NAMES)
-    assert len([n for n in NAMES if "/" not in n]) == 14
+    assert {"quickstart", "mnist5k_realnvp_mle", "mnist5k_pixelcnn_mle", "data/mnist5k",
+            "objective/mle"} <= set(NAMES)
+    assert len([n for n in NAMES if "/" not in n]) == 15
     assert (REPO / "configs").resolve() == SHIPPED
 
 
@@ -38,9 +39,10 @@ def test_a_shipped_config_by_name_merges_its_defaults_from_the_package(
     monkeypatch.chdir(tmp_path)
     cfg = load_config(["quickstart"], ["trainer.max_epochs=1"])
     assert cfg == by_path
-    # from data/mnist5k.yaml, generator/realnvp_small.yaml and objective/mle.yaml
-    assert (cfg.name, cfg.data.name, cfg.data.batch_size) == ("quickstart", "mnist5k", 64)
-    assert (cfg.model.generator.realnvp.num_scales, cfg.model.objective) == (2, "mle")
+    # from data/mnist5k.yaml, generator/pixelcnn_small.yaml and objective/mle.yaml, and its own
+    assert (cfg.name, cfg.data.name, cfg.data.batch_size) == ("quickstart", "mnist5k", 8)
+    assert (cfg.model.generator.name, cfg.model.generator.pixelcnn.channels) == ("pixelcnn", 32)
+    assert (cfg.model.objective, cfg.model.generator_optim.grad_clip_norm) == ("mle", 100.0)
     assert load_config(["data/mnist5k", "objective/adversarial"]).model.objective == "adversarial"
 
 
