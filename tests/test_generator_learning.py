@@ -65,11 +65,11 @@ def test_log_z_tracking_keeps_the_energy_step_at_the_optimum_in_log_z() -> None:
         seen = gradients.setdefault(tracking, [])
         original = module.clip
 
-        def record(optimizer, module=module, seen=seen, original=original) -> Tensor:
+        def record(optimizer, *args, module=module, seen=seen, original=original) -> None:
             if module.log_z.grad is not None and any(
                     p is module.log_z for g in optimizer.param_groups for p in g["params"]):
                 seen.append(abs(float(module.log_z.grad)))
-            return original(optimizer)
+            original(optimizer, *args)
 
         module.clip = record  # type: ignore[method-assign]
         fit(module, steps=6)
