@@ -18,6 +18,25 @@ from lit_ebm.precision import at_least_float32, density_call
 from lit_ebm.registry import register
 
 
+def quantise_straight_through(x: Tensor) -> Tensor:
+    """What survives 8-bit quantisation of images ``x`` in [0, 1]: the centre (k + 1/2) / 256 of
+    level k = clamp(floor(256 x), 0, 255), with the identity as its derivative.
+
+    Dequantised data x = (k + u) / 256 and discrete levels k / 255 both map to their level's
+    centre; a flow sample outside [0, 1) maps to the end level it would be saved as. An energy
+    f(Q(x)) is still a function of x, so p(x) = q0(x) exp(-f(Q(x))) / Z stays an exact
+    density; it cannot tell values within one level apart, nor values beyond [0, 1) from the
+    end levels. Q is piecewise constant, so a reparameterised generator step would get no
+    gradient through it: the forward value is Q(x), the backward pass treats Q as the identity
+    (the straight-through estimator, Bengio, Leonard & Courville 2013), i.e. it takes grad f at
+    the level's centre for grad_x f(Q(x)). That biases the pathwise L_G gradient by the change
+    of grad f within one level; the energy step, the score-function and the forward-KL
+    generator steps use only values and stay exact.
+    """
+    levels = torch.floor(x * 256).clamp(0, 255)
+    return x + ((levels + 0.5) / 256 - x).detach()
+
+
 def _maybe_spectral_norm(layer: nn.Module, enabled: bool) -> nn.Module:
     return _spectral_norm(layer) if enabled else layer
 
@@ -104,16 +123,19 @@ class ConvEnergy(nn.Module):
     (halving height and width, rounding up), each followed by SiLU. Global average pooling and a
     linear layer give one scalar per image. ``spectral_norm=True`` wraps every convolution and the
     final linear layer in :func:`torch.nn.utils.parametrizations.spectral_norm`; ``zero_init=True``
-    makes the output exactly 0 at the start. Under autocast the convolutions run in the run's
-    precision and the output layer in float32 (``autocast_safe``).
+    makes the output exactly 0 at the start; ``quantised_input=True`` scores only what survives
+    8-bit quantisation (:func:`quantise_straight_through`). Under autocast the convolutions run
+    in the run's precision and the output layer in float32 (``autocast_safe``).
     """
 
     autocast_safe = True
 
     def __init__(self, image_shape: tuple[int, int, int], channels: int = 64, depth: int = 3,
-                 spectral_norm: bool = False, zero_init: bool = False) -> None:
+                 spectral_norm: bool = False, zero_init: bool = False,
+                 quantised_input: bool = False) -> None:
         super().__init__()
         in_channels, height, width = require_image_shape(image_shape, "ConvEnergy")
+        self.quantised_input = quantised_input
         require_positive_int("channels", channels, "channels=64")
         require_positive_int("depth", depth, "depth=3 (downsampling stages)")
         require(
@@ -145,6 +167,8 @@ class ConvEnergy(nn.Module):
                 f"expected images of shape (B, {', '.join(map(str, self.image_shape))}), "
                 f"got {tuple(x.shape)}"
             )
+        if self.quantised_input:
+            x = quantise_straight_through(x)
         return _float32_output(self.net, 2.0 * x - 1.0)
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from lit_ebm.energy import ConvEnergy, MLPEnergy
+from lit_ebm.energy import ConvEnergy, MLPEnergy, quantise_straight_through
 from lit_ebm.toy2d import log_partition_grid
 
 
@@ -99,3 +99,34 @@ def test_conv_energy_rejects_wrong_image_shape():
     energy = ConvEnergy((1, 28, 28), channels=8)
     with pytest.raises(ValueError, match="1, 28, 28"):
         energy(torch.rand(2, 3, 32, 32))
+
+
+def test_quantisation_maps_every_value_of_a_level_to_its_centre_with_identity_gradient():
+    levels = torch.tensor([0.0, 1.0, 128.0, 254.0, 255.0])
+    dequantised = (levels + torch.tensor([0.0, 0.3, 0.999, 0.5, 0.7])) / 256
+    centres = (levels + 0.5) / 256
+    assert torch.equal(quantise_straight_through(dequantised), centres)
+    assert torch.equal(quantise_straight_through(levels / 255), centres), "PixelCNN levels k/255"
+    beyond = torch.tensor([-0.05, -1e-6, 1.0, 1.05])
+    ends = torch.tensor([0.5, 0.5, 255.5, 255.5]) / 256
+    assert torch.equal(quantise_straight_through(beyond), ends)
+    x = torch.rand(3, 4, requires_grad=True)
+    weights = torch.randn(3, 4)
+    (grad,) = torch.autograd.grad((quantise_straight_through(x) * weights).sum(), x)
+    assert torch.equal(grad, weights), "straight-through: the identity's derivative"
+
+
+def test_quantised_energy_cannot_tell_apart_values_of_one_level():
+    torch.manual_seed(0)
+    levels = torch.randint(0, 256, (4, 1, 8, 8)).float()
+    x = (levels + torch.rand(levels.shape)) / 256
+    redrawn = (levels + torch.rand(levels.shape)) / 256
+    overshoot = torch.where(levels == 0, -0.03, torch.where(levels == 255, 1.03, x))
+    quantised = ConvEnergy((1, 8, 8), channels=4, depth=2, quantised_input=True)
+    plain = ConvEnergy((1, 8, 8), channels=4, depth=2)
+    plain.load_state_dict(quantised.state_dict())
+    with torch.no_grad():
+        assert torch.equal(quantised(x), quantised(redrawn))
+        assert torch.equal(quantised(x), quantised(overshoot))
+        assert torch.equal(quantised(x), plain((levels + 0.5) / 256))
+        assert not torch.equal(plain(x), plain(redrawn)), "the plain energy sees within a level"

@@ -122,6 +122,7 @@ class ConvEnergyConfig:
     depth: int = 3
     spectral_norm: bool = False
     zero_init: bool = False  # output exactly 0 at the start (a residual EBM starts as q_init)
+    quantised_input: bool = False  # score only the 8-bit image x stands for (straight-through)
 
 
 @dataclass
