@@ -20,13 +20,15 @@ clipped generator steps.
 
 Usage: ``python benchmarks/ablate_adversarial.py --generator realnvp --ml-checkpoint CKPT
 [--epochs M] [--rows ROW ...] [--seeds 0 1 2] [key=value ...]``; overrides apply to every
-adversarial row. Writes ``benchmarks/results/ablate_<generator>_mnist5k.{json,md}``.
+adversarial row. Writes ``benchmarks/results/ablate_<generator>_mnist5k.{json,md}``; rows
+already there, measured the same way, are kept, and ``--rows`` reruns its rows in place.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import platform
 import statistics
 import time
@@ -37,6 +39,7 @@ import torch
 from compare_mle_adversarial import (
     CONFIGS,
     REPO,
+    epochs_done,
     evaluate_seeds,
     repo_relative,
     spread,
@@ -114,6 +117,17 @@ def markdown(results: dict[str, Any]) -> str:
             f"over each run's last epoch ({results['machine']}).\n")
 
 
+def earlier_rows(path: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """The rows already in the results file at ``path`` when it was measured the same way (ML
+    checkpoint, epochs, samples, seeds, overrides), so that ``--rows`` reruns some rows in
+    place; otherwise none."""
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    same = ("ml_checkpoint", "epochs", "num_samples", "seeds", "overrides")
+    return earlier["rows"] if all(earlier.get(k) == results[k] for k in same) else {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--generator", choices=sorted(CONFIGS), required=True)
@@ -129,7 +143,7 @@ def main() -> None:
     ml_config, adversarial_config = CONFIGS[args.generator]
     ml = Path(args.ml_checkpoint)
     continuous = not load_module(ml, map_location="cpu").generator.discrete
-    ml_epochs = int(torch.load(ml, map_location="cpu", weights_only=True)["epoch"]) + 1
+    ml_epochs = epochs_done(ml)
     rows = [r for r in (args.rows or ROWS) if continuous or r not in CONTINUOUS_ONLY]
     common = [f"output_dir={args.output_dir}", "trainer.enable_progress_bar=false",
               "logger=[csv]", "eval.every_n_epochs=0"]  # evaluated below, over seeds
@@ -141,6 +155,7 @@ def main() -> None:
         "overrides": args.overrides, "rows": {},
     }
     name = f"ablate_{args.generator}_mnist5k"
+    results["rows"] = earlier_rows(Path(args.results_dir) / f"{name}.json", results)
     for row in rows:  # each row is trained, evaluated and written before the next starts
         added = [] if row in ("start", "ml_continued") else row_overrides(row, continuous)
         if row == "start":  # the ML checkpoint itself, evaluated like the rows

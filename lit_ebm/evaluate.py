@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "MALA row)")
     parser.add_argument("--mcmc-burn-in", type=int, default=100, metavar="B",
                         help="MALA steps that adapt the step size before those K (default 100)")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[], metavar="T",
+                        help="a row per temperature T besides 1 for every checkpoint's "
+                             "generator (flows: latent scaled by T; PixelCNN: logits / T), e.g. "
+                             "--temperatures 0.8 0.9")
     parser.add_argument("--inception-weights", default=None, metavar="FILE",
                         help="cifar10: a local weights-inception-2015-12-05-6726825d.pth")
     parser.add_argument("--device", default=None,

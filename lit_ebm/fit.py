@@ -2,9 +2,9 @@
 
 Every run writes ``<output_dir>/<name>/version_<n>/`` with ``config.yaml``, ``provenance.json``
 (the code and versions that ran), what its loggers write (``metrics.csv``, TensorBoard events,
-... :mod:`lit_ebm.loggers`), ``checkpoints/last.ckpt`` plus the best checkpoint, and
-``samples/`` with figures. A resumed run (``ckpt_path=last`` or a path) writes
-a new version folder and leaves the old one untouched.
+... :mod:`lit_ebm.loggers`), ``checkpoints/last.ckpt`` plus, for maximum likelihood, the best
+by validation likelihood, and ``samples/`` with figures. A resumed run (``ckpt_path=last`` or a
+path) writes a new version folder and leaves the old one untouched.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def start_run(cfg: Config, launch: Launch, module: GenerativeModule,
     run_dir = next_run_dir(cfg) if launch.rank == 0 else receive_run_dir(launch, marker)
     created = create_run_dir(run_dir, cfg) if launch.rank == 0 else None
     try:
-        trainer = build_trainer(cfg, run_dir, monitor="val/bpd" if module.images else "val/nll",
+        trainer = build_trainer(cfg, run_dir, monitor=module.checkpoint_monitor,
                                 extra_callbacks=[*callbacks, OneRunFolder(run_dir, marker)],
                                 processes=processes)
         if launch.rank == 0:

@@ -14,12 +14,10 @@ state, so ``torch.manual_seed`` makes every method deterministic."""
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
@@ -27,7 +25,7 @@ from torch import Tensor, nn
 
 from lit_ebm.energy import ResidualEnergy
 from lit_ebm.errors import InvalidArgument, require, require_positive_int
-from lit_ebm.generators.base import Generator
+from lit_ebm.generators.base import Generator, sampler_at
 from lit_ebm.generators.flows import FlowGenerator, standard_normal_log_prob
 from lit_ebm.mcmc import (
     LogDensityAndGradient,
@@ -206,14 +204,8 @@ def _sir_batch(generator: Generator, energy: nn.Module, n: int, candidates: int)
 
 @torch.no_grad()
 def _generator_batch(generator: Generator, n: int, temperature: float = 1.0) -> _Batch:
-    """``n`` draws of q, at ``temperature`` T where its ``sample`` takes one (flows: latent
-    N(0, T^2 I); PixelCNN: logits / T), the baseline that trades recall for precision."""
-    sample: Callable[..., tuple[Tensor, Tensor]] = generator.sample
-    if temperature != 1.0:
-        require("temperature" in inspect.signature(sample).parameters, "temperature",
-                f"{type(generator).__name__}.sample takes no temperature: leave it at 1")
-        sample = partial(sample, temperature=temperature)
-    return _Batch(_density(generator, sample, n)[0])
+    """``n`` draws of q at ``temperature`` (:func:`~lit_ebm.generators.base.sampler_at`)."""
+    return _Batch(_density(generator, sampler_at(generator, temperature), n)[0])
 
 
 def _check_count(name: str, value: Any, smallest: int) -> None:

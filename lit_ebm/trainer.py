@@ -10,7 +10,12 @@ from pathlib import Path
 import pytorch_lightning as pl
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
-from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+)
 from pytorch_lightning.strategies import StrategyRegistry
 
 from lit_ebm.build import build_generator_ema
@@ -81,7 +86,7 @@ def training_strategy(cfg: Config, processes: int) -> str:
     return unused if unused in StrategyRegistry else strategy
 
 
-def build_trainer(cfg: Config, run_dir: Path, monitor: str, extra_callbacks: list[Callback],
+def build_trainer(cfg: Config, run_dir: Path, monitor: str | None, extra_callbacks: list[Callback],
                   processes: int) -> pl.Trainer:
     """The Trainer for ``cfg`` over ``processes`` processes, writing into ``run_dir``, with
     ``extra_callbacks`` after the checkpoint and sample callbacks; a logger whose package is
@@ -101,10 +106,18 @@ def build_trainer(cfg: Config, run_dir: Path, monitor: str, extra_callbacks: lis
                           ) from None
 
 
-def _callbacks(cfg: Config, run_dir: Path, monitor: str) -> list[Callback]:
+def _callbacks(cfg: Config, run_dir: Path, monitor: str | None) -> list[Callback]:
+    """Checkpoints (the best by ``monitor``, lower is better, when it is set; always the
+    last), early stopping on ``monitor``, sample figures, optimiser names and learning rates."""
     checkpoints = run_dir / "checkpoints"
-    best = ModelCheckpoint(dirpath=checkpoints, filename="best-epoch{epoch:03d}", monitor=monitor,
-                           mode="min", save_top_k=1, auto_insert_metric_name=False)
+    ranked: list[Callback] = []
+    if monitor is not None:
+        ranked.append(ModelCheckpoint(dirpath=checkpoints, filename="best-epoch{epoch:03d}",
+                                      monitor=monitor, mode="min", save_top_k=1,
+                                      auto_insert_metric_name=False))
+        if cfg.early_stopping.patience is not None:
+            ranked.append(EarlyStopping(monitor, min_delta=cfg.early_stopping.min_delta,
+                                        patience=cfg.early_stopping.patience, mode="min"))
     # last.ckpt after every epoch, and also every checkpoint_every_n_steps optimiser steps
     last: list[Callback] = [ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True,
                                             enable_version_counter=False)]
@@ -115,5 +128,5 @@ def _callbacks(cfg: Config, run_dir: Path, monitor: str) -> list[Callback]:
     # learning rate is logged at the start of every epoch, when schedules have stepped
     rates = LearningRateMonitor(logging_interval="epoch")
     # the average is in the module before SampleFigures draws (lit_ebm.averaging)
-    return [best, *last, *build_generator_ema(cfg), samples, ConfiguredOptimizerSettings(),
+    return [*ranked, *last, *build_generator_ema(cfg), samples, ConfiguredOptimizerSettings(),
             rates]

@@ -113,6 +113,14 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "eval-fewer-samples-than-features": (_fixed("eval.every_n_epochs=1", "eval.num_samples=100",
                                                 "eval.kid_subset_size=50"), "'eval.num_samples'"),
     "eval-every-negative": (_fixed("eval.every_n_epochs=-1"), "'eval.every_n_epochs'"),
+    # stopping at a plateau: a sensible rule, and only where a validation figure ranks the run
+    "early-stopping-patience-zero": (_fixed("early_stopping.patience=0"),
+                                     "'early_stopping.patience'"),
+    "early-stopping-negative-delta": (_fixed("early_stopping.patience=2",
+                                             "early_stopping.min_delta=-0.1"),
+                                      "'early_stopping.min_delta'"),
+    "early-stopping-adversarial": (_fixed(*ADVERSARIAL, "early_stopping.patience=2"),
+                                   "'early_stopping.patience'"),
     # families that were refused from the start
     "unknown-key": (_fixed("data.batch_sise=32"), "data.batch_size"),
     "wrong-type": (_fixed("data.batch_size=big"), "'data.batch_size'"),

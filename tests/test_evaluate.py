@@ -226,7 +226,33 @@ def test_the_library_takes_settings_and_returns_the_typed_rows_of_results_json(
     assert (tmp_path / "lib" / "results.md").read_text() == evaluation.markdown_table(results)
 
 
+def test_temperature_rows_sample_the_generator_at_each_temperature(
+        checkpoints: dict[str, Path]) -> None:
+    """A row per temperature besides 1 for every checkpoint; near T = 0 a flow draws images
+    close to the latent mode's, so they vary far less than at T = 1."""
+    settings = EvaluationSettings(checkpoints=[checkpoints["ml"], checkpoints["adversarial"]],
+                                  num_samples=150, kid_subset_size=100, candidates=2,
+                                  mcmc_steps=0, temperatures=[1.0, 0.05])
+    rows = {row.label: row for row in evaluation.evaluate(settings).rows}
+    cold, warm = rows["ml/version_0 at T=0.05"], rows["ml/version_0"]
+    assert (cold.kind, cold.objective, cold.temperature, cold.bpd) == ("generator", "mle", 0.05,
+                                                                       None)
+    assert warm.temperature is None and len(cold.images) == 150
+    assert cold.images.float().std(0).mean() < 0.2 * warm.images.float().std(0).mean()
+    assert rows["adv/version_0 at T=0.05"].objective == "adversarial"
+    assert [label for label in rows if "T=" in label] == ["ml/version_0 at T=0.05",
+                                                          "adv/version_0 at T=0.05"]
+
+
+def test_only_maximum_likelihood_runs_keep_a_best_checkpoint(
+        checkpoints: dict[str, Path]) -> None:
+    """An adversarial run's generator bits/dim is meant to rise: no best-by-val/bpd file."""
+    assert sorted(p.name for p in checkpoints["adversarial"].parent.iterdir()) == ["last.ckpt"]
+    assert any(p.name.startswith("best-epoch") for p in checkpoints["ml"].parent.iterdir())
+
+
 @pytest.mark.parametrize(("change", "flag"), [
+    ({"temperatures": [0.9, -1.0]}, "--temperatures"),
     ({"batch_size": 0}, "--batch-size"), ({"kid_subset_size": -3}, "--kid-subset-size"),
     ({"checkpoints": []}, "--ckpt"), ({"device": "nonsense"}, "--device")])
 def test_a_bad_setting_names_its_flag(change: dict, flag: str, checkpoints: dict[str, Path],

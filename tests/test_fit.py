@@ -141,6 +141,18 @@ def test_last_checkpoint_holds_the_final_step_with_a_step_interval(tiny_run: lis
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best-epoch001.ckpt", "last.ckpt"]
 
 
+def test_a_plateaued_run_stops_early(tiny_run: list[str], tmp_path: Path) -> None:
+    """No epoch improves val/bpd by 1,000 bits/dim: with a patience of 2 the run stops after
+    its third epoch instead of running all 5."""
+    assert main([*tiny_run, "trainer.max_epochs=5", "trainer.limit_train_batches=1",
+                 "early_stopping.patience=2", "early_stopping.min_delta=1000"]) == 0
+    run_dir = tmp_path / "runs" / "tiny" / "version_0"
+    assert len(_column(_rows(run_dir), "val/bpd")) == 3
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["loops"]["fit_loop"]["epoch_progress"]["total"]["completed"] == 3
+    assert len(list((run_dir / "checkpoints").glob("best-epoch*.ckpt"))) == 1
+
+
 def test_console_scripts_are_the_command_lines() -> None:
     scripts = {entry.name: entry.value for entry in entry_points(group="console_scripts")
                if entry.name.startswith("lit-ebm-")}

@@ -66,7 +66,7 @@ def test_adversarial_vs_mle_shows_the_comparison(tmp_path: Path,
     """A tiny comparison through the benchmark script, then the notebook on its results."""
     script = NOTEBOOKS.parent / "benchmarks" / "compare_mle_adversarial.py"
     proc = subprocess.run(
-        [sys.executable, str(script), "--generator", "realnvp", "--ml-epochs", "1",
+        [sys.executable, str(script), "--generator", "realnvp", "--ml-max-epochs", "1",
          "--extra-epochs", "1", "--seeds", "0", "1", "--num-samples", "150",
          "--kid-subset-size", "100", "--candidates", "2", "--mcmc-steps", "4",
          "--mcmc-burn-in", "4", "--output-dir", str(tmp_path / "runs"),
@@ -76,13 +76,18 @@ def test_adversarial_vs_mle_shows_the_comparison(tmp_path: Path,
         capture_output=True, text=True, cwd=NOTEBOOKS.parent, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "compare_realnvp_mnist5k.json").read_text())
-    assert list(results["rows"]) == ["real", "ml", "ml_continued", "adversarial",
-                                     "ebm_resampled", "ebm_imh", "ebm_mala"]
+    assert list(results["rows"]) == ["real", "ml", "ml@T0.8", "ml@T0.9", "ml_continued",
+                                     "ml_continued@T0.8", "ml_continued@T0.9", "adversarial",
+                                     "ebm_resampled", "ebm_imh", "ebm_mala", "adversarial@T0.8",
+                                     "adversarial@T0.9"]
+    assert results["ml_epochs"] == 1 and results["ml_start"].startswith("plateau")
+    assert results["rows"]["ebm_mala"]["acceptance_rate"]["mean"] >= 0
     assert results["rows"]["adversarial"]["fid"]["std"] >= 0
     assert (tmp_path / "compare_realnvp_mnist5k.png").is_file()
     monkeypatch.setenv("LIT_EBM_NOTEBOOK_COMPARE", str(tmp_path / "compare_realnvp_mnist5k.json"))
     text = _run("adversarial_vs_mle.ipynb")
     assert "realnvp on mnist5k: ML 1 epochs, then 1 more of each arm; seeds [0, 1]" in text
-    assert re.search(r"fid_gap>spread: (True|False)", text)
+    assert re.search(r"generator_fid_below_ml_continued_beyond_spread: (True|False)", text)
+    assert re.search(r"ebm_fid<=0.8_ml_continued: (True|False)", text)
     assert re.search(r"adversarial: bpd [\d.]+ ± [\d.]+, ebm_bpd_learned_log_z", text)
     assert text.count("<PIL.Image.Image image mode=RGB size=280x280>") == 4

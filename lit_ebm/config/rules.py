@@ -65,6 +65,10 @@ def betas(value: Any) -> str | None:
     return None if ok else "two numbers in [0, 1)"
 
 
+def positive_numbers(value: Any) -> str | None:
+    return None if all(v > 0 for v in value) else "positive numbers"
+
+
 def batch_limit(smallest: int) -> Check:
     """A number of batches (int, at least ``smallest``) or a fraction of them (float)."""
     def check(value: Any) -> str | None:

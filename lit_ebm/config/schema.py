@@ -215,6 +215,16 @@ class EvalConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Stop a maximum-likelihood run when its validation likelihood (val/bpd; toy2d: val/nll)
+    has plateaued: ``patience`` validations in a row that improve on the best so far by less
+    than ``min_delta`` (Lightning's EarlyStopping)."""
+
+    patience: int | None = setting(None, optional(positive))  # None: run for max_epochs
+    min_delta: float = setting(0.01, non_negative)  # bits/dim (toy2d: nats)
+
+
+@dataclass
 class Config:
     """A whole run. ``<output_dir>/<name>/version_<n>/`` receives everything it writes."""
 
@@ -232,6 +242,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 def cross_checks(cfg: Config) -> None:
@@ -261,6 +272,10 @@ def cross_checks(cfg: Config) -> None:
         raise invalid("eval.kid_subset_size", cfg.eval.kid_subset_size,
                       f"at most eval.num_samples={cfg.eval.num_samples} (KID draws subsets of "
                       "that size from the generated images)")
+    if cfg.model.objective == "adversarial" and cfg.early_stopping.patience is not None:
+        raise invalid("early_stopping.patience", cfg.early_stopping.patience,
+                      "null for adversarial runs: their generator's likelihood is meant to "
+                      "give way, and no validation figure ranks them (docs/configuration.md)")
     energy = "mlp" if toy else "conv"
     if cfg.model.objective == "adversarial" and cfg.model.energy.name != energy:
         raise invalid("model.energy.name", cfg.model.energy.name,

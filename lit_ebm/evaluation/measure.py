@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from lit_ebm.config import DataConfig
 from lit_ebm.data import ImageDataModule, QuantisedImages
-from lit_ebm.errors import ConfigError, NonFiniteSamplesError
+from lit_ebm.errors import ConfigError, InvalidArgument, NonFiniteSamplesError
 from lit_ebm.evaluation.ebm import draw_ebm, estimate_log_z
 from lit_ebm.evaluation.loading import LoadedCheckpoint, check_same_data, load_checkpoint
 from lit_ebm.evaluation.quality import (
@@ -56,6 +56,7 @@ from lit_ebm.evaluation.settings import (
 )
 from lit_ebm.features import WEIGHTS_DIR, FeatureExtractor, build_feature_extractor
 from lit_ebm.generators import bits_per_dim, to_levels
+from lit_ebm.generators.base import sampler_at
 from lit_ebm.generators.flows import FlowGenerator
 from lit_ebm.metrics import precision_recall_density_coverage
 from lit_ebm.modules import AdversarialEBM
@@ -183,23 +184,38 @@ def _mala_row(checkpoint: LoadedCheckpoint, module: AdversarialEBM,
 
 
 def checkpoint_rows(checkpoint: LoadedCheckpoint, settings: EvaluationSettings) -> list[Row]:
-    """The generator row of one checkpoint, and for an EBM its resampled row; sample metrics
-    come from :func:`with_sample_metrics`."""
+    """The generator row of one checkpoint, for an EBM its rows of EBM samples, and a row per
+    temperature besides 1; sample metrics come from :func:`with_sample_metrics`."""
     start = time.perf_counter()
     bits = validation_bits(checkpoint, settings.data_root, settings.batch_size, settings.split)
     torch.manual_seed(settings.seed)
+    generator = checkpoint.module.generator
+    common = {"path": str(checkpoint.path), "objective": checkpoint.objective,
+              "generator": checkpoint.generator, "data": checkpoint.data["name"]}
     try:
         if isinstance(checkpoint.module, AdversarialEBM):
-            return _ebm_rows(checkpoint, checkpoint.module, settings, bits, start)
-        generator = checkpoint.module.generator
-        images = generated_levels(generator.sample, generator.discrete, settings.num_samples,
-                                  settings.batch_size)
+            rows = _ebm_rows(checkpoint, checkpoint.module, settings, bits, start)
+        else:
+            images = generated_levels(generator.sample, generator.discrete,
+                                      settings.num_samples, settings.batch_size)
+            rows = [Row(label=checkpoint.label, kind="generator", **common, bpd=bits.bpd,
+                        seconds_sampling=time.perf_counter() - start, images=images)]
+        for temperature in settings.temperatures:
+            if temperature == 1.0:
+                continue
+            start = time.perf_counter()
+            try:
+                sample = sampler_at(generator, temperature)
+            except InvalidArgument as err:
+                raise ConfigError(f"{flag('temperatures')}: {err}") from None
+            images = generated_levels(sample, generator.discrete, settings.num_samples,
+                                      settings.batch_size)
+            rows.append(Row(label=f"{checkpoint.label} at T={temperature:g}", kind="generator",
+                            **common, temperature=temperature,
+                            seconds_sampling=time.perf_counter() - start, images=images))
     except NonFiniteSamplesError as err:
         raise ConfigError(f"{flag('checkpoints')} '{checkpoint.path}': {err}") from None
-    return [Row(label=checkpoint.label, kind="generator", path=str(checkpoint.path),
-                objective=checkpoint.objective, generator=checkpoint.generator,
-                data=checkpoint.data["name"], bpd=bits.bpd,
-                seconds_sampling=time.perf_counter() - start, images=images)]
+    return rows
 
 
 def with_sample_metrics(rows: list[Row], reference: Reference, seed: int) -> list[Row]:

@@ -42,6 +42,7 @@ class Row:
     generator: str | None = None  # its model.generator.name
     data: str
     bpd: float | None = None  # the generator's bits/dim on the validation split
+    temperature: float | None = None  # a generator row at a temperature other than 1
     # the module's log Z: a normaliser only with log_z_tracking = 1 (moved to each batch's
     # L_D-optimal value before every energy step), otherwise a learned offset
     log_z_learned: float | None = None

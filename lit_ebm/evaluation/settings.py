@@ -10,7 +10,15 @@ from typing import Any
 import torch
 
 from lit_ebm.config import IMAGE_DATASETS
-from lit_ebm.config.rules import check_settings, non_negative, one_of, optional, positive, setting
+from lit_ebm.config.rules import (
+    check_settings,
+    non_negative,
+    one_of,
+    optional,
+    positive,
+    positive_numbers,
+    setting,
+)
 
 SPLITS = ("val", "test")
 LOG_Z_PROPOSALS = ("mixture", "base", "q")  # for a residual energy; any other uses q
@@ -70,6 +78,9 @@ class EvaluationSettings:
     # after mcmc_burn_in steps of step-size adaptation (0: no MALA row)
     mcmc_steps: int = setting(100, non_negative)
     mcmc_burn_in: int = setting(100, non_negative)
+    # a row per temperature T != 1 for every checkpoint's generator: its samples at T (flows:
+    # latent scaled by T; PixelCNN: logits / T), the baseline that trades recall for precision
+    temperatures: list[float] = setting([], positive_numbers)
     device: str | None = setting(None, optional(torch_device))  # None: cuda when available
     command: str | None = None  # for results.json; None: the equivalent command line
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +33,18 @@ def check_temperature(temperature: float) -> None:
     require(isinstance(temperature, int | float) and math.isfinite(temperature)
             and temperature > 0, "temperature", f"temperature must be a finite positive number, "
             f"got {temperature!r}; pass e.g. temperature=0.9 (1 samples the model itself)")
+
+
+def sampler_at(generator: Generator, temperature: float) -> Callable[[int],
+                                                                      tuple[Tensor, Tensor]]:
+    """``n -> (x, log_q)``: ``generator``'s draws at ``temperature`` T (flows: latent
+    N(0, T^2 I); PixelCNN: logits / T), the baseline that trades recall for precision. T = 1
+    needs nothing of the generator; another T needs a ``sample`` that takes ``temperature``."""
+    if temperature == 1.0:
+        return generator.sample
+    require("temperature" in inspect.signature(generator.sample).parameters, "temperature",
+            f"{type(generator).__name__}.sample takes no temperature: leave it at 1")
+    return partial(generator.sample, temperature=temperature)  # type: ignore[call-arg]
 
 
 def to_levels(x: Tensor, discrete: bool) -> Tensor:

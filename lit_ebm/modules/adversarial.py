@@ -260,6 +260,13 @@ class AdversarialEBM(GenerativeModule):
         ``log_z_tracking`` = 1 (see :meth:`score`)."""
         return self.score(x)["log_prob"]
 
+    @property
+    def checkpoint_monitor(self) -> None:
+        """None: the generator's likelihood is meant to give way to the energy, the learned
+        log Z is no normaliser, and FID on the validation split is what evaluation measures, so
+        no validation figure ranks an adversarial run's checkpoints without bias."""
+        return None
+
     def sample(self, num_samples: int, method: str = "generator", **options: Any) -> EBMSamples:
         """Samples of the EBM exp(-E) / Z by ``method``: ``"sir"``, ``"mcmc"`` (MALA in a flow's
         latent), ``"imh"`` (independence Metropolis-Hastings), or ``"generator"`` (q's own);

@@ -99,6 +99,12 @@ class GenerativeModule(pl.LightningModule):
         """Whether examples are images (bits/dim apply) rather than points."""
         return len(self.generator.event_shape) == 3
 
+    @property
+    def checkpoint_monitor(self) -> str | None:
+        """The validation figure (lower is better) that ranks this module's checkpoints and
+        stops a plateaued run; None: none ranks them, and ``last.ckpt`` is the result."""
+        return "val/bpd" if self.images else "val/nll"
+
     def likelihood_stats(self, log_q: Tensor) -> dict[str, Tensor]:
         """Per-example nll (nats) and, for images, bits/dim of log-densities ``log_q``."""
         stats = {"nll": -log_q}
