@@ -31,11 +31,13 @@ Writes ``<results-dir>/compare_<generator>_<data>.json`` and ``.md`` and the sam
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import shutil
 import statistics
 import time
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,20 @@ def timed_train(config: str, overrides: list[str]) -> tuple[Path, float]:
     start = time.perf_counter()
     run_dir = train(cfg)
     return run_dir / "checkpoints" / "last.ckpt", time.perf_counter() - start
+
+
+def trained_before(config: str, overrides: list[str]) -> tuple[Path, float] | None:
+    """The last checkpoint of the newest run of ``config`` with ``overrides`` that already
+    finished (its name and output folder come from the overrides), and its wall time from the
+    run's start to that checkpoint; None when there is none."""
+    cfg = load_config([str(REPO / "configs" / config)], overrides)
+    runs = sorted(Path(cfg.output_dir, cfg.name).glob("version_*/checkpoints/last.ckpt"),
+                  key=lambda path: int(path.parts[-3].removeprefix("version_")))
+    if not runs:
+        return None
+    provenance = json.loads((runs[-1].parent.parent / "provenance.json").read_text())
+    started = datetime.fromisoformat(provenance["started_utc"]).timestamp()
+    return runs[-1], runs[-1].stat().st_mtime - started
 
 
 def epochs_done(checkpoint: Path) -> int:
@@ -169,9 +185,13 @@ def markdown(results: dict[str, Any]) -> str:
     return ("\n".join(lines) + f"\n\n{results['data']}, {results['generator']}; mean ± standard "
             f"deviation over sampling seeds {results['seeds']}, {results['num_samples']} images "
             f"per row against the validation split; each arm's last checkpoint. Chains: "
-            f"{'; '.join(chains) or 'none'}. Wall times: ML {seconds['ml']:.0f} s, ML "
+            f"{'; '.join(chains) or 'none'}. Wall times: ML {wall(seconds['ml'])}, ML "
             f"continued {seconds['ml_continued']:.0f} s, adversarial {seconds['adversarial']:.0f}"
             f" s, evaluation {seconds['evaluation']:.0f} s ({results['machine']}).\n")
+
+
+def wall(seconds: float | None) -> str:
+    return "not measured here (a given checkpoint)" if seconds is None else f"{seconds:.0f} s"
 
 
 def _fid_below(rows: dict[str, dict[str, Any]], better: str, than: str) -> bool:
@@ -234,6 +254,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--extra-epochs", type=int, default=None,
                         help="M: epochs of each arm after the split (default: the adversarial "
                              "config's)")
+    parser.add_argument("--reuse-runs", action="store_true",
+                        help="evaluate each arm's newest finished run under --output-dir "
+                             "instead of training it again (wall time: its start to its last "
+                             "checkpoint)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--temperatures", type=float, nargs="*", default=[0.8, 0.9])
     parser.add_argument("--num-samples", type=int, default=1000)
@@ -251,8 +275,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def train_arms(args: argparse.Namespace, tag: str) -> tuple[int, int, dict[str, Path],
-                                                              dict[str, float]]:
-    """N (the ML start's epochs) and M, and the last checkpoint and wall time of each arm."""
+                                                              dict[str, float | None]]:
+    """N (the ML start's epochs) and M, and the last checkpoint and wall time of each arm
+    (None for a given ML checkpoint)."""
     ml_config, adversarial_config = CONFIGS[args.generator]
     common = [f"data.name={args.data}", f"output_dir={args.output_dir}",
               "trainer.enable_progress_bar=false", *args.overrides]
@@ -264,14 +289,18 @@ def train_arms(args: argparse.Namespace, tag: str) -> tuple[int, int, dict[str, 
         ml, ml_seconds = timed_train(ml_config, [*ml_runs, *PLATEAU, f"name={tag}_ml",
                                                  f"trainer.max_epochs={args.ml_max_epochs}"])
     else:
-        ml, ml_seconds = Path(args.ml_checkpoint), 0.0
+        ml, ml_seconds = Path(args.ml_checkpoint), None
     n = epochs_done(ml)
-    continued, continued_seconds = timed_train(
-        ml_config, [*ml_runs, f"name={tag}_ml_continued", f"ckpt_path={ml}",
-                    f"trainer.max_epochs={n + m}"])
-    adversarial, adversarial_seconds = timed_train(
-        adversarial_config, [*common, *args.adversarial_overrides, f"name={tag}_adversarial",
-                             f"model.generator_init={ml}", f"trainer.max_epochs={m}"])
+    arm_runs = {
+        "ml_continued": (ml_config, [*ml_runs, f"name={tag}_ml_continued", f"ckpt_path={ml}",
+                                     f"trainer.max_epochs={n + m}"]),
+        "adversarial": (adversarial_config, [*common, *args.adversarial_overrides,
+                                             f"name={tag}_adversarial",
+                                             f"model.generator_init={ml}",
+                                             f"trainer.max_epochs={m}"])}
+    trained = {arm: (args.reuse_runs and trained_before(*run)) or timed_train(*run)
+               for arm, run in arm_runs.items()}
+    (continued, continued_seconds), (adversarial, adversarial_seconds) = trained.values()
     return n, m, dict(zip(ARMS, (ml, continued, adversarial), strict=True)), dict(zip(
         ARMS, (ml_seconds, continued_seconds, adversarial_seconds), strict=True))
 
