@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from results_file import RESULTS_DIR, report
 
-from lit_ebm.config import load_config
+from lit_ebm.config import Config, load_config
 from lit_ebm.errors import ConfigError
 from lit_ebm.evaluation import (
     TABLE_COLUMNS,
@@ -74,9 +74,14 @@ def repo_relative(path: Path) -> str:
     return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(resolved)
 
 
+def shipped_config(config: str, overrides: list[str]) -> Config:
+    """``configs/<config>`` with ``overrides``."""
+    return load_config([str(REPO / "configs" / config)], overrides)
+
+
 def timed_train(config: str, overrides: list[str]) -> tuple[Path, float]:
     """Train ``configs/<config>`` with ``overrides``; the last checkpoint and the wall time."""
-    cfg = load_config([str(REPO / "configs" / config)], overrides)
+    cfg = shipped_config(config, overrides)
     start = time.perf_counter()
     run_dir = train(cfg)
     return run_dir / "checkpoints" / "last.ckpt", time.perf_counter() - start
@@ -86,7 +91,7 @@ def trained_before(config: str, overrides: list[str]) -> tuple[Path, float] | No
     """The last checkpoint of the newest run of ``config`` with ``overrides`` that already
     finished (its name and output folder come from the overrides), and its wall time from the
     run's start to that checkpoint; None when there is none."""
-    cfg = load_config([str(REPO / "configs" / config)], overrides)
+    cfg = shipped_config(config, overrides)
     runs = sorted(Path(cfg.output_dir, cfg.name).glob("version_*/checkpoints/last.ckpt"),
                   key=lambda path: int(path.parts[-3].removeprefix("version_")))
     if not runs:
@@ -281,9 +286,8 @@ def train_arms(args: argparse.Namespace, tag: str) -> tuple[int, int, dict[str, 
     ml_config, adversarial_config = CONFIGS[args.generator]
     common = [f"data.name={args.data}", f"output_dir={args.output_dir}",
               "trainer.enable_progress_bar=false", *args.overrides]
-    m = args.extra_epochs or load_config(
-        [str(REPO / "configs" / adversarial_config)],
-        ["model.generator_init=null"]).trainer.max_epochs
+    m = args.extra_epochs or shipped_config(
+        adversarial_config, ["model.generator_init=null"]).trainer.max_epochs
     ml_runs = [*common, *args.ml_overrides]
     if args.ml_checkpoint is None:
         ml, ml_seconds = timed_train(ml_config, [*ml_runs, *PLATEAU, f"name={tag}_ml",
@@ -298,8 +302,10 @@ def train_arms(args: argparse.Namespace, tag: str) -> tuple[int, int, dict[str, 
                                              f"name={tag}_adversarial",
                                              f"model.generator_init={ml}",
                                              f"trainer.max_epochs={m}"])}
-    trained = {arm: (args.reuse_runs and trained_before(*run)) or timed_train(*run)
-               for arm, run in arm_runs.items()}
+    trained = {}
+    for arm, (config, overrides) in arm_runs.items():
+        earlier = trained_before(config, overrides) if args.reuse_runs else None
+        trained[arm] = earlier or timed_train(config, overrides)
     (continued, continued_seconds), (adversarial, adversarial_seconds) = trained.values()
     return n, m, dict(zip(ARMS, (ml, continued, adversarial), strict=True)), dict(zip(
         ARMS, (ml_seconds, continued_seconds, adversarial_seconds), strict=True))
