@@ -33,6 +33,7 @@ from lit_ebm.evaluation.loading import load_checkpoint
 from lit_ebm.evaluation.measure import data_module, split_images
 from lit_ebm.generators.base import to_levels
 from lit_ebm.modules import AdversarialEBM
+from lit_ebm.modules.training_stats import out_of_range_fraction
 
 
 def fake_accuracy(module: AdversarialEBM, x: Tensor) -> float:
@@ -49,7 +50,7 @@ def cues(module: AdversarialEBM, real: Tensor, num_samples: int) -> dict[str, An
     levels = to_levels(x, discrete=False).float()
     requantised = (levels + torch.rand_like(levels)) / 256
     return {
-        "out_of_range": float(((x < 0) | (x >= 1)).float().mean()),
+        "out_of_range": float(out_of_range_fraction(x)),
         "level_0": float((levels == 0).float().mean()),
         "data_level_0": float((to_levels(real, discrete=False) == 0).float().mean()),
         "d_acc_real": 1.0 - fake_accuracy(module, real),

@@ -27,6 +27,12 @@ def discriminator_stats(energy_real: Tensor, energy_fake: Tensor, log_q_real: Te
     }
 
 
+def out_of_range_fraction(x: Tensor) -> Tensor:
+    """The fraction of values of continuous images ``x`` outside [0, 1), where dequantised data
+    never are (a cue no 8-bit image has)."""
+    return ((x < 0) | (x >= 1)).float().mean()
+
+
 def generator_stats(x_fake: Tensor, log_q_fake: Tensor, log_q_base: Tensor | None,
                     continuous_images: bool) -> dict[str, Tensor]:
     """Signs that the generator moves: ``kl_q_q_init`` = mean(log q - log q_init) over the
@@ -37,7 +43,7 @@ def generator_stats(x_fake: Tensor, log_q_fake: Tensor, log_q_base: Tensor | Non
     if log_q_base is not None:
         stats["kl_q_q_init"] = (log_q_fake - log_q_base).mean()
     if continuous_images:
-        stats["out_of_range"] = ((x_fake < 0) | (x_fake >= 1)).float().mean()
+        stats["out_of_range"] = out_of_range_fraction(x_fake)
     return stats
 
 
