@@ -15,8 +15,9 @@ RealNVP):
 
 Each checkpoint is evaluated with :mod:`lit_ebm.evaluation` over sampling seeds (generator
 bits/dim, FID, precision, recall), and from its training log: the last epoch's mean
-discriminator accuracies, KL(q || q_init) estimate, out-of-range fraction and share of
-clipped generator steps.
+discriminator accuracies, KL(q || q_init) estimate, out-of-range fraction, share of
+clipped generator steps and effective sample size of the weights exp(-E - log q) over a
+generated batch (those of the ``forward_kl`` objective).
 
 Usage: ``python benchmarks/ablate_adversarial.py --generator realnvp --ml-checkpoint CKPT
 [--epochs M] [--rows ROW ...] [--seeds 0 1 2] [key=value ...]``; overrides apply to every
@@ -65,7 +66,7 @@ COMBINED = ("zero_init", "log_z_tracking", "r1", "quantised_input", "sticking_th
 ROWS = ("start", "ml_continued", *CHANGES, "combined")
 SAMPLE_FIGURES = ("bpd", "fid", "precision", "recall")
 LOGGED = ("train/d_acc_real", "train/d_acc_fake", "train/kl_q_q_init", "train/out_of_range",
-          "train/clipped_generator")
+          "train/clipped_generator", "train/ess_q")
 
 
 def row_overrides(row: str, continuous: bool) -> list[str]:
@@ -101,13 +102,14 @@ def generator_figures(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, flo
 def markdown(results: dict[str, Any]) -> str:
     """One table: a row per ablation row, mean ± std over the seeds, then the logged means."""
     head = ["row", "gen. bits/dim", "FID", "precision", "recall", "d_acc_real", "d_acc_fake",
-            "KL(q||q_init)", "out of range", "generator steps clipped", "train s"]
+            "KL(q||q_init)", "out of range", "generator steps clipped",
+            "ESS of exp(-E - log q) per batch", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for name, row in results["rows"].items():
         cells = [name] + [f"{row[f]['mean']:.4g} ± {row[f]['std']:.2g}" if f in row else ""
                           for f in SAMPLE_FIGURES]
-        cells += [f"{row['logged'][k]:.3g}" if k in row["logged"] else "" for k in
-                  ("d_acc_real", "d_acc_fake", "kl_q_q_init", "out_of_range", "clipped_generator")]
+        logged = (key.removeprefix("train/") for key in LOGGED)
+        cells += [f"{row['logged'][k]:.3g}" if k in row["logged"] else "" for k in logged]
         cells.append(f"{row['train_seconds']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return ("\n".join(lines) + f"\n\n{results['generator']} on mnist5k from "

@@ -32,8 +32,8 @@ TOY_RUN = [
     "num_sample_images=64",
 ]
 REQUIRED = ["train/loss_d", "train/loss_g", "train/log_z", "train/log_z_is", "train/log_z_q",
-            "train/log_z_gap", "train/d_acc_real", "train/d_acc_fake", "train/energy_real",
-            "train/energy_fake", "train/entropy", "train/grad_norm_energy",
+            "train/ess_q", "train/log_z_gap", "train/d_acc_real", "train/d_acc_fake",
+            "train/energy_real", "train/energy_fake", "train/entropy", "train/grad_norm_energy",
             "train/grad_norm_generator", "train/grad_x_energy_real", "train/grad_x_energy_fake",
             "val/log_z", "val/log_z_is", "val/log_z_true", "val/nll"]
 

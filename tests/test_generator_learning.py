@@ -18,7 +18,7 @@ from lit_ebm.config import load_config
 from lit_ebm.energy import ConvEnergy, MLPEnergy, ResidualEnergy
 from lit_ebm.generators import RealNVP, RealNVP2d
 from lit_ebm.modules import AdversarialEBM
-from lit_ebm.modules.training_stats import generator_stats
+from lit_ebm.modules.training_stats import discriminator_stats, generator_stats
 from lit_ebm.toy2d import sample_toy2d
 from tests.flow_helpers import perturb
 
@@ -143,6 +143,15 @@ def test_generator_stats_measure_the_drift_from_q_init_and_the_range() -> None:
     assert float(stats["kl_q_q_init"]) == 1.5
     assert float(stats["out_of_range"]) == 0.5
     assert generator_stats(x, torch.tensor([2.0]), None, continuous_images=False) == {}
+
+
+def test_the_weights_effective_sample_size_runs_from_one_to_the_batch() -> None:
+    zeros, log_q = torch.zeros(4), torch.tensor([-1.0, -2.0, -3.0, -4.0])
+    even = discriminator_stats(zeros, -log_q, zeros, log_q, torch.tensor(0.0))  # -E - log q = 0
+    assert abs(float(even["ess_q"]) - 4.0) < 1e-6
+    one = discriminator_stats(zeros, torch.tensor([0.0, 50.0, 50.0, 50.0]), zeros, zeros,
+                              torch.tensor(0.0))
+    assert abs(float(one["ess_q"]) - 1.0) < 1e-6
 
 
 def test_the_builder_passes_every_generator_setting(tmp_path) -> None:
