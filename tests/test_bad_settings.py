@@ -128,11 +128,6 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "generator-for-other-data": (_fixed("model.generator.name=realnvp2d"),
                                  "'model.generator.name'"),
     "resume-without-checkpoint": (_fixed("ckpt_path=last"), "ckpt_path=last"),
-    # a section the run does not use would change nothing
-    "unused-generator-section": (_fixed("model.generator.pixelcnn.channels=8"),
-                                 "model.generator.name=pixelcnn"),
-    "unused-energy-section": (_fixed(*ADVERSARIAL, "model.energy.mlp.depth=2"),
-                              "model.energy.name=mlp"),
     "corrupted-generator-init": (_corrupted_generator_init, "model.generator_init"),
 }
 
