@@ -22,7 +22,7 @@ import torch
 
 from lit_ebm.build import build_module, build_sample_quality, check_resume
 from lit_ebm.callbacks import Toy2dPartitionFunction
-from lit_ebm.config import Config, load_config, to_yaml
+from lit_ebm.config import Config, load_config, to_yaml, unused_overrides
 from lit_ebm.console import run_console
 from lit_ebm.data import build_datamodule, event_shape
 from lit_ebm.errors import EXIT_TRAINING_FAILED, EXIT_USAGE, ConfigError, NonFiniteLossError
@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
+        for note in unused_overrides(cfg, args.overrides):
+            print(f"warning: {note}", file=sys.stderr)
         if args.print_config:
             print(to_yaml(cfg), end="")
             return 0

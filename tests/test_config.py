@@ -94,6 +94,22 @@ def test_print_config_prints_every_section(capsys: pytest.CaptureFixture[str]) -
     assert printed["model"]["generator"]["pixelcnn"]["channels"] == 32
 
 
+def test_an_override_of_an_unused_section_is_accepted_with_a_warning(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    quickstart = str(REPO / "configs/quickstart.yaml")  # a PixelCNN trained by ML
+    unused = ["model.generator.realnvp.num_scales=3", "model.energy.conv.channels=8"]
+    assert main(["--config", quickstart, "--print-config", *unused,
+                 "model.generator.pixelcnn.channels=16"]) == 0
+    out, err = capsys.readouterr()
+    warnings = err.splitlines()
+    assert warnings == [
+        "warning: override 'model.generator.realnvp.num_scales=3' changes nothing: "
+        "model.generator.name is pixelcnn; add model.generator.name=realnvp if you meant it",
+        "warning: override 'model.energy.conv.channels=8' changes nothing: a maximum-likelihood "
+        "run (model.objective=mle) has no energy"]
+    assert yaml.safe_load(out)["model"]["generator"]["pixelcnn"]["channels"] == 16
+
+
 @pytest.mark.slow
 def test_process_exit_code() -> None:
     bad = subprocess.run([sys.executable, "-m", "lit_ebm.fit", "data.nme=x"],

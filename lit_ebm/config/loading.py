@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import typing
+from dataclasses import is_dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,28 @@ def load_config(files: list[str], overrides: list[str] | None = None) -> Config:
     assert isinstance(cfg, Config)
     validate(cfg)
     return cfg
+
+
+def unused_overrides(cfg: Config, overrides: list[str]) -> list[str]:
+    """One line for each override that changes nothing in the run ``cfg`` describes: a
+    generator or energy section other than the one ``model.generator.name`` or
+    ``model.energy.name`` picks, or an energy section of a maximum-likelihood run. Not an error:
+    one list of overrides may serve several runs (the toy2d notebook's does)."""
+    notes = []
+    for item in overrides:
+        parts = item.split("=", 1)[0].strip().split(".")
+        if len(parts) < 3 or parts[0] != "model" or parts[1] not in ("generator", "energy"):
+            continue
+        group = getattr(cfg.model, parts[1])
+        if not is_dataclass(getattr(group, parts[2], None)):
+            continue
+        if parts[1] == "energy" and cfg.model.objective == "mle":
+            notes.append(f"override '{item}' changes nothing: a maximum-likelihood run "
+                         "(model.objective=mle) has no energy")
+        elif parts[2] != group.name:
+            notes.append(f"override '{item}' changes nothing: model.{parts[1]}.name is "
+                         f"{group.name}; add model.{parts[1]}.name={parts[2]} if you meant it")
+    return notes
 
 
 def to_container(cfg: Any) -> dict[str, Any]:
