@@ -9,10 +9,14 @@ two estimators of the same gradient (docs/mathematics.md):
   log q at fixed parameters; Roeder, Wu & Duvenaud 2017), both through
   ``AdversarialEBM.generator_loss``;
 - discrete generators (PixelCNN): the score function with no baseline (``no_baseline``)
-  against the leave-one-out baseline training uses (``leave_one_out``; Kool et al. 2019).
+  against the leave-one-out baseline training uses (``leave_one_out``; Kool et al. 2019);
+- both, for the ``forward_kl`` objective: self-normalised importance weights without a baseline
+  (``forward_kl_no_baseline``) against the batch-mean baseline training uses (``forward_kl``;
+  Korbak et al. 2022).
 
-Both estimators are unbiased, so their means agree up to noise; the figure of merit is the
-variance over batches, summed over parameters (the trace of the covariance), and their ratio.
+The two estimators of each pair have the same expectation, so their means agree up to noise;
+the figure of merit is the variance over batches, summed over parameters (the trace of the
+covariance), and its ratio within each pair.
 
 Usage: ``python benchmarks/generator_gradient_variance.py --checkpoint ADV.ckpt
 [--batches 50] [--batch-size 64]``. Prints the figures and writes
@@ -30,7 +34,7 @@ import torch
 from results_file import report
 from torch import Tensor
 
-from lit_ebm import objectives
+from lit_ebm import generator_objectives, objectives
 from lit_ebm.modules import AdversarialEBM, load_module
 
 
@@ -53,7 +57,7 @@ def continuous_estimators(module: AdversarialEBM, batch_size: int) -> dict[str, 
     for name, stl in (("pathwise", False), ("sticking_the_landing", True)):
         module.sticking_the_landing = stl
         losses[name] = module.generator_loss(fake, fake.x.detach())[0]
-    return losses
+    return losses | forward_kl_estimators(module, fake.x.detach())
 
 
 def discrete_estimators(module: AdversarialEBM, batch_size: int) -> dict[str, Tensor]:
@@ -64,7 +68,19 @@ def discrete_estimators(module: AdversarialEBM, batch_size: int) -> dict[str, Te
         energy = module.energy(x)
     cost = (energy + log_q).detach()
     return {"no_baseline": (cost * log_q).mean(),
-            "leave_one_out": objectives.generator_loss_score_function(energy, log_q)}
+            "leave_one_out": objectives.generator_loss_score_function(energy, log_q),
+            **forward_kl_estimators(module, x)}
+
+
+def forward_kl_estimators(module: AdversarialEBM, x: Tensor) -> dict[str, Tensor]:
+    """The forward-KL losses of one generated batch x (detached), without and with the baseline,
+    with log q and E computed as training computes them."""
+    log_q = module.log_q(x)
+    with torch.no_grad():
+        energy = module.energy_of(x)
+    weights = torch.softmax(-energy.double() - log_q.detach().double(), dim=0).to(log_q.dtype)
+    return {"forward_kl_no_baseline": -(weights * log_q).sum(),
+            "forward_kl": generator_objectives.generator_loss_forward_kl(energy, log_q)}
 
 
 def main() -> None:
@@ -95,9 +111,10 @@ def main() -> None:
         "seconds": time.perf_counter() - start,
         **{name: summary(torch.stack(grads)) for name, grads in gradients.items()},
     }
-    old, new = gradients
-    results[f"variance_ratio_{old}_over_{new}"] = (
-        results[old]["variance_trace"] / results[new]["variance_trace"])
+    names = list(gradients)
+    for old, new in (names[:2], names[2:]):
+        results[f"variance_ratio_{old}_over_{new}"] = (
+            results[old]["variance_trace"] / results[new]["variance_trace"])
     report(f"generator_gradient_variance_{type(module.generator).__name__.lower()}", results)
 
 

@@ -8,7 +8,8 @@ per example; a caller that reports losses per dimension divides them by D itself
 - reverse KL, KL(q || p) - log Z: the paper's L_G, :func:`generator_loss_reparameterised`
   (continuous generators) or :func:`generator_loss_score_function` (discrete ones). The default.
 - hybrid (Flow-GAN): reverse KL + lambda * NLL of the data, :func:`generator_loss_hybrid`.
-- forward KL, KL(p || q), by self-normalised importance weights: :func:`generator_loss_forward_kl`.
+- forward KL, KL(p || q), by self-normalised importance weights with a baseline:
+  :func:`generator_loss_forward_kl`.
 """
 
 from __future__ import annotations
@@ -65,22 +66,27 @@ def generator_loss_hybrid(
 
 def generator_loss_forward_kl(energy_fake: Tensor, log_q_fake: Tensor) -> Tensor:
     """Forward KL(p || q) toward the EBM, by self-normalised importance weighting of x- ~ q
-    (MaliGAN, Che et al. 2017; BGAN, Hjelm et al. 2018; DPG, Parshakova et al. 2019):
+    (MaliGAN, Che et al. 2017; BGAN, Hjelm et al. 2018; DPG, Parshakova et al. 2019), with the
+    batch-mean baseline of DPG (Korbak et al. 2022, arXiv:2206.00761):
 
-        loss = -sum_i w_i log q(x_i),   w_i = softmax_i(-E(x_i) - log q(x_i)), w held constant.
+        loss = -sum_i (w_i - 1/N) log q(x_i),   w_i = softmax_i(-E(x_i) - log q(x_i)), w constant.
 
     Derivation: grad_phi KL(p || q_phi) = -E_p[grad log q_phi], since E_p[log p] has no phi;
     E_p[h] = E_q[(p/q) h] / E_q[p/q], in which Z cancels, so p/q may be exp(-E - log q);
-    over x_i ~ q this gives grad loss = -sum_i w_i grad log q(x_i).
+    over x_i ~ q this gives -sum_i w_i grad log q(x_i). The baseline subtracts
+    (1/N) sum_i grad log q(x_i), whose expectation under q is exactly zero (the score's mean), so
+    the expected gradient is unchanged, while the scores' noise cancels the more, the nearer the
+    weights are to 1/N: where p = q on the batch (all w_i = 1/N, e.g. a residual energy with
+    f = 0 at q = q0) the gradient is exactly zero, as it should be.
 
     The estimate is consistent but biased for small N (a ratio of means). The weights are computed
     without gradient, in float64, so no score-function term arises, for discrete generators too:
     ``log_q_fake`` must be log q recomputed with gradient at DETACHED samples (a density
-    evaluation, teacher-forced for autoregressive models). The value estimates the cross-entropy
-    H(p, q) = KL(p || q) + H(p), not the KL. With a residual energy E = f - log q0 the log-weight
-    is -f + log q0 - log q.
+    evaluation, teacher-forced for autoregressive models). The value is a surrogate (it
+    estimates H(p, q) - H(q)), for differentiation only. With a residual energy E = f - log q0
+    the log-weight is -f + log q0 - log q.
     """
-    check_paired_batches(energy_fake=energy_fake, log_q_fake=log_q_fake)
+    n = check_paired_batches(energy_fake=energy_fake, log_q_fake=log_q_fake)
     log_weights = -energy_fake.detach().double() - log_q_fake.detach().double()
-    weights = torch.softmax(log_weights, dim=0).to(log_q_fake.dtype)
-    return -(weights * log_q_fake).sum()
+    weights = torch.softmax(log_weights, dim=0) - 1.0 / n
+    return -(weights.to(log_q_fake.dtype) * log_q_fake).sum()
