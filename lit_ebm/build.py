@@ -91,15 +91,14 @@ def load_generator_weights(generator: Generator, path: str, expected_name: str) 
 
 def build_module(cfg: Config, event_shape: tuple[int, ...]) -> GenerativeModule:
     """The LightningModule of ``cfg.model.objective``, its generator initialised from
-    ``model.generator_init`` unless the run resumes."""
+    ``model.generator_init`` unless the run resumes (with either objective: maximum likelihood
+    from it fine-tunes a generator under new optimiser settings, with a fresh optimiser)."""
     model = cfg.model
     generator = build_generator(model.generator, event_shape)
-    if model.objective == "mle":
-        if model.generator_init is not None:
-            raise ConfigError("model.generator_init applies to model.objective=adversarial only")
-        return MaximumLikelihood(generator, asdict(model.generator_optim), model.lr_schedule)
     if model.generator_init is not None and cfg.ckpt_path is None:
         load_generator_weights(generator, model.generator_init, model.generator.name)
+    if model.objective == "mle":
+        return MaximumLikelihood(generator, asdict(model.generator_optim), model.lr_schedule)
     energy = build_energy(model.energy, event_shape, generator)
     return AdversarialEBM(generator, energy, asdict(model.generator_optim),
                           asdict(model.energy_optim), n_critic=model.n_critic,

@@ -19,7 +19,7 @@ from lit_ebm.config import load_config
 from lit_ebm.errors import ConfigError
 from lit_ebm.fit import main
 from lit_ebm.generators import Generator
-from lit_ebm.modules import AdversarialEBM, adversarial
+from lit_ebm.modules import AdversarialEBM, MaximumLikelihood, adversarial
 from lit_ebm.modules.training_stats import discriminator_stats
 from lit_ebm.toy2d import sample_toy2d
 
@@ -240,7 +240,7 @@ def test_score_returns_energy_and_normalised_log_density() -> None:
 
 
 @pytest.mark.slow
-def test_generator_init_loads_ml_weights_and_refuses_other_architectures(
+def test_generator_init_loads_ml_weights_under_either_objective_and_refuses_others(
     tiny_run: list[str], tmp_path: Path
 ) -> None:
     assert main(tiny_run) == 0
@@ -250,6 +250,12 @@ def test_generator_init_loads_ml_weights_and_refuses_other_architectures(
     load_generator_weights(module.generator, str(ml_ckpt), "realnvp")
     saved = torch.load(ml_ckpt, weights_only=True)["state_dict"]
     for name, tensor in module.generator.state_dict().items():
+        assert torch.equal(tensor, saved[f"generator.{name}"])
+    # maximum likelihood starts from it too (fine-tuning under other optimiser settings)
+    fine_tune = build_module(load_config([], [*tiny_run, f"model.generator_init={ml_ckpt}"]),
+                             (1, 28, 28))
+    assert isinstance(fine_tune, MaximumLikelihood)
+    for name, tensor in fine_tune.generator.state_dict().items():
         assert torch.equal(tensor, saved[f"generator.{name}"])
 
     other = load_config([], [*tiny_run, "model.objective=adversarial",

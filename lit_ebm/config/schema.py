@@ -163,7 +163,7 @@ class ModelConfig:
     objective: str = setting("mle", one_of("mle", "adversarial"))
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     generator_optim: OptimConfig = field(default_factory=OptimConfig)
-    generator_init: str | None = None  # a MaximumLikelihood checkpoint to start the generator from
+    generator_init: str | None = None  # a MaximumLikelihood checkpoint's generator to start from
     lr_schedule: str = setting("constant", one_of("constant", "cosine"))  # cosine: to 0 at the end
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     energy_optim: OptimConfig = field(
