@@ -11,7 +11,10 @@ RealNVP):
 - ``sticking_the_landing`` (continuous generators), ``zero_init`` (f starts at 0),
   ``log_z_tracking`` (m = 1), ``r1`` (gamma = 10), ``quantised_input`` (f sees only the 8-bit
   image), ``hybrid`` (L_G + NLL), ``forward_kl``; and ``combined``: every change except the
-  objectives.
+  objectives;
+- ``nll_only``: the control for ``hybrid``, its NLL term alone: maximum likelihood from the
+  checkpoint's generator with the adversarial rows' generator optimiser (learning rate, betas,
+  clipping, no schedule) and budget, so that what ``hybrid`` gains over it is the energy's.
 
 Each checkpoint is evaluated with :mod:`lit_ebm.evaluation` over sampling seeds (generator
 bits/dim, FID, precision, recall), and from its training log: the last epoch's mean
@@ -60,6 +63,7 @@ CHANGES = {  # row: the overrides it adds to today's adversarial training
     "quantised_input": ["model.energy.conv.quantised_input=true"],
     "hybrid": ["model.generator_objective=hybrid"],
     "forward_kl": ["model.generator_objective=forward_kl"],
+    "nll_only": ["model.objective=mle"],  # the adversarial config's generator optimiser
 }
 CONTINUOUS_ONLY = ("sticking_the_landing",)
 COMBINED = ("zero_init", "log_z_tracking", "r1", "quantised_input", "sticking_the_landing")
