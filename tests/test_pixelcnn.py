@@ -17,7 +17,7 @@ from lit_ebm.errors import InvalidArgument
 from lit_ebm.fit import main
 from lit_ebm.generators.pixelcnn import PixelCNN
 from lit_ebm.modules import AdversarialEBM, MaximumLikelihood
-from tests.tiny import TINY_IMAGE_RUN, TINY_PIXELCNN_RUN
+from tests.tiny import TINY_IMAGE_RUN, TINY_PIXELCNN_RUN, one_line_error
 
 TINY = {"channels": 8, "dilations": (1, 2)}
 TINY_ADVERSARIAL = ["model.objective=adversarial", "model.energy.residual=true",
@@ -248,13 +248,6 @@ def _realnvp_checkpoint(path: Path) -> Path:
     return path
 
 
-def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
-    lines = capsys.readouterr().err.splitlines()  # the tiny runs' RealNVP override may warn first
-    errors = [line for line in lines if not line.startswith("warning: override")]
-    assert len(errors) == 1 and errors[0].startswith("error: "), lines
-    return errors[0]
-
-
 @pytest.mark.slow
 def test_generator_init_holding_another_generator_is_named(
     ml_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -262,17 +255,17 @@ def test_generator_init_holding_another_generator_is_named(
     realnvp = _realnvp_checkpoint(tmp_path / "realnvp.ckpt")
     assert main([*TINY_PIXELCNN_RUN, *TINY_ADVERSARIAL, f"model.generator_init={realnvp}",
                  f"output_dir={tmp_path}"]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys.readouterr().err)
     assert "holds a realnvp generator" in err and "model.generator.name is pixelcnn" in err
 
     pixelcnn = ml_run / "checkpoints" / "last.ckpt"
     assert main([*TINY_IMAGE_RUN, *TINY_ADVERSARIAL, f"model.generator_init={pixelcnn}",
                  f"output_dir={tmp_path}"]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys.readouterr().err)
     assert "holds a pixelcnn generator" in err and "model.generator.name is realnvp" in err
 
     assert main([*TINY_IMAGE_RUN, f"ckpt_path={pixelcnn}", f"output_dir={tmp_path}"]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys.readouterr().err)
     assert "ckpt_path" in err and "holds a pixelcnn generator" in err
 
 
@@ -290,4 +283,4 @@ def test_generator_init_holding_another_generator_is_named(
 def test_impossible_settings_exit_2_naming_the_key(override: str, key: str,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["model.generator.name=pixelcnn", override]) == 2
-    assert f"'{key}'" in _one_line_error(capsys)
+    assert f"'{key}'" in one_line_error(capsys.readouterr().err)
