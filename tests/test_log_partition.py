@@ -202,8 +202,8 @@ def test_the_table_marks_unreliable_bits_and_says_what_the_learned_log_z_is() ->
         num_samples=1, num_real=1, kid_subset_size=1, nearest_neighbours=5, candidates=16,
         seed=0, device="cpu", rows=rows, seconds=0.0)
     table = markdown_table(results)
-    assert "| EBM bpd (learned log Z, a normaliser only if tracked) |" in table
+    assert "| EBM bpd (learned log Z, one batch's estimate if tracked) |" in table
     assert ("| 1.4000* (log Z 3.25 ± 0.19, mixture, ESS 28/16000, k-hat 0.93) |" in table)
     assert "| 1.4000 (log Z 3.25 ± 0.19, mixture, ESS 28/16000, k-hat 0.31) |" in table
     assert "* k-hat > 0.7: the importance weights are too heavy-tailed" in table
-    assert "a normaliser only for runs with model.log_z_tracking = 1" in table
+    assert "with model.log_z_tracking = 1, the last training batch's L_D-optimal" in table

@@ -8,7 +8,7 @@ validation split the run was trained with (``split="val"``), or the official tes
 - the generator: FID, KID (mean and std over subsets), precision, recall, density and
   coverage of ``num_samples`` samples, and its bits/dim on the reference split;
 - for an ``AdversarialEBM``, also the EBM itself: its bits/dim from log p(x) = -E(x) - log Z
-  with the learned log Z (a normaliser only under ``log_z_tracking`` = 1, else a learned
+  with the learned log Z (under ``log_z_tracking`` = 1 one batch's estimate, else a learned
   offset) and with a fresh importance-sampling estimate (:mod:`lit_ebm.evaluation.ebm`: its
   standard error, effective sample size and Pareto k-hat, marked unreliable above 0.7), and
   the same sample metrics for EBM samples drawn by sampling-importance-resampling from

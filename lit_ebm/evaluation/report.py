@@ -19,14 +19,15 @@ REPORT_FILES = ("results.json", "results.md", "samples.png")
 GRID_IMAGES = 36  # images of each row on the sample sheet
 TABLE_COLUMNS = {  # figure: column title; sample metrics carry the features' name as a suffix
     "bpd": "gen. bpd",
-    "ebm_bpd_learned_log_z": "EBM bpd (learned log Z, a normaliser only if tracked)",
+    "ebm_bpd_learned_log_z": "EBM bpd (learned log Z, one batch's estimate if tracked)",
     "ebm_bpd_is_log_z": "EBM bpd (IS log Z)", "fid": "FID", "kid_mean": "KID",
     "precision": "precision", "recall": "recall", "density": "density", "coverage": "coverage"}
 UNRELIABLE = "*"  # marks bits/dim under an IS log Z whose Pareto k-hat exceeds 0.7
 EBM_FOOTNOTES = (
-    "Learned log Z: a normaliser only for runs with model.log_z_tracking = 1 (log Z moved to "
-    "each batch's L_D-optimal value before every energy step); otherwise a learned offset "
-    "that Adam moves slowly, and bits/dim under it are not a likelihood.",
+    "Learned log Z: with model.log_z_tracking = 1, the last training batch's L_D-optimal "
+    "value (log Z moves to it before every energy step), an importance-sampling estimate over "
+    "one batch with no error bar; otherwise a learned offset that Adam moves slowly, and "
+    "bits/dim under it are not a likelihood. Trust the IS column where k-hat is at most 0.7.",
     "IS log Z: importance-sampling estimate ± its standard error (interval: ± 1.96 standard "
     "errors), with its proposal (q: the generator; base: the residual energy's frozen q0; "
     "mixture: q/2 + q0/2), effective sample size and Pareto k-hat (Vehtari et al. 2024). "

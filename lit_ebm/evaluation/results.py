@@ -43,8 +43,8 @@ class Row:
     data: str
     bpd: float | None = None  # the generator's bits/dim on the validation split
     temperature: float | None = None  # a generator row at a temperature other than 1
-    # the module's log Z: a normaliser only with log_z_tracking = 1 (moved to each batch's
-    # L_D-optimal value before every energy step), otherwise a learned offset
+    # the module's log Z: with log_z_tracking = 1 the last batch's L_D-optimal value (a
+    # one-batch importance-sampling estimate), otherwise a learned offset
     log_z_learned: float | None = None
     log_z_tracking: float | None = None
     ebm_bpd_learned_log_z: float | None = None  # -E - log Z with the learned log Z

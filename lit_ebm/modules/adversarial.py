@@ -247,17 +247,16 @@ class AdversarialEBM(GenerativeModule):
 
     def score(self, x: Tensor) -> dict[str, Tensor]:
         """The learned EBM at ``x``: ``energy`` E(x) and ``log_prob`` = -E(x) - log Z under the
-        learned log Z, each of shape ``(B,)``. The learned log Z normalises exp(-E) only with
-        ``log_z_tracking`` = 1 (moved to each batch's L_D-optimal value before every energy
-        step, itself an importance-sampling estimate); otherwise it is a learned offset that
-        Adam moves slowly and ``log_prob`` is not a normalised log-density. For that, use a
-        fresh estimate of log Z (``lit_ebm.evaluation.estimate_log_z``)."""
+        learned log Z, each of shape ``(B,)``. With ``log_z_tracking`` = 1 the learned log Z is
+        the last training batch's L_D-optimal value, an importance-sampling estimate over one
+        batch that can be far off; otherwise it is a learned offset that Adam moves slowly.
+        Either way ``log_prob`` is not a trustworthy normalised log-density: for that, use a
+        fresh estimate of log Z (``lit_ebm.evaluation.estimate_log_z``) and its k-hat."""
         energy = self.energy_of(x)
         return {"energy": energy, "log_prob": -energy - self.log_z}
 
     def log_density(self, x: Tensor) -> Tensor:
-        """-E(x) - log Z under the learned log Z: a normalised log-density only with
-        ``log_z_tracking`` = 1 (see :meth:`score`)."""
+        """-E(x) - log Z under the learned log Z (see :meth:`score` for what that log Z is)."""
         return self.score(x)["log_prob"]
 
     @property
