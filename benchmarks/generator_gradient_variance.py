@@ -39,7 +39,6 @@ from results_file import report
 from torch import Tensor
 
 from lit_ebm import generator_objectives, objectives
-from lit_ebm.energy import ResidualEnergy
 from lit_ebm.modules import AdversarialEBM, load_module
 
 PAIRS = (("pathwise", "sticking_the_landing"), ("no_baseline", "leave_one_out"),
@@ -65,8 +64,7 @@ def continuous_estimators(module: AdversarialEBM, batch_size: int) -> dict[str, 
     for name, stl in (("pathwise", False), ("sticking_the_landing", True)):
         module.sticking_the_landing = stl
         losses[name] = module.generator_loss(fake, fake.x.detach())[0]
-    learnable = module.energy.net if isinstance(module.energy, ResidualEnergy) else module.energy
-    losses["energy_net_path"] = learnable(fake.x).mean()
+    losses["energy_net_path"] = module.learnable_energy(fake.x).mean()
     return losses | forward_kl_estimators(module, fake.x.detach())
 
 

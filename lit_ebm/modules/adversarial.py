@@ -164,13 +164,18 @@ class AdversarialEBM(GenerativeModule):
         return loss, value
 
     @property
+    def learnable_energy(self) -> nn.Module:
+        """f, the energy's learnable part: a residual energy's net, else the energy itself."""
+        return self.energy.net if isinstance(self.energy, ResidualEnergy) else self.energy
+
+    @property
     def continuous_images(self) -> bool:
         return self.images and not self.generator.discrete
 
     def energy_input_gradients(self, x_real: Tensor, x_fake: Tensor) -> tuple[Tensor, Tensor]:
         """grad_x f on both batches, f the energy's learnable part (a residual energy's net):
         with a graph on the data batch when the R1 penalty needs one."""
-        learnable = self.energy.net if isinstance(self.energy, ResidualEnergy) else self.energy
+        learnable = self.learnable_energy
         grads = []
         for x, graph in ((x_real, self.r1_gamma > 0), (x_fake, False)):
             x = x.detach().requires_grad_(True)
