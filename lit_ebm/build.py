@@ -80,7 +80,7 @@ def build_energy(config: EnergyConfig, event_shape: tuple[int, ...],
 
 
 def load_generator_weights(generator: Generator, path: str, expected_name: str) -> None:
-    """Load the generator of a ``MaximumLikelihood`` checkpoint (``model.generator_init``)."""
+    """Load the generator of a checkpoint of either objective (``model.generator_init``)."""
     checkpoint = read_checkpoint(path, "model.generator_init")
     source = f"model.generator_init checkpoint '{path}'"
     check_generator_name(checkpoint, expected_name, source)
@@ -107,7 +107,8 @@ def build_module(cfg: Config, event_shape: tuple[int, ...]) -> GenerativeModule:
                           log_z_tracking=model.log_z_tracking,
                           generator_objective=model.generator_objective,
                           nll_weight=model.nll_weight,
-                          sticking_the_landing=model.sticking_the_landing)
+                          sticking_the_landing=model.sticking_the_landing,
+                          train_generator=model.train_generator)
 
 
 def check_resume(ckpt_path: Path, cfg: Config, module: GenerativeModule) -> None:

@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "energy E = f - log q0: mixture (default), half the draws from the "
                              "generator q and half from q0; base, q0 alone; q, the generator "
                              "alone. Other energies always use q")
+    parser.add_argument("--log-z-annealing", type=int, default=0, metavar="K",
+                        help="an EBM over a flow: its log Z by annealed importance sampling "
+                             "(Neal 2001) from the flow's density to the EBM over K "
+                             "temperatures, one MALA step each, one chain per sample, instead "
+                             "of importance sampling (default 0: importance sampling)")
     parser.add_argument("--mcmc-steps", type=int, default=100, metavar="K",
                         help="an EBM over a flow: a row of samples by MALA in the flow's latent "
                              "space, K steps per chain after the burn-in (default 100; 0: no "

@@ -9,8 +9,6 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from lit_ebm.objectives import log_partition_q
-
 
 def _logsumexp_over_ranks(stacked: Tensor) -> Tensor:
     return torch.logsumexp(stacked, dim=0)
@@ -133,21 +131,31 @@ def pareto_k_hat(log_weights: Tensor) -> Tensor:
 def log_partition_proposal(energy: Tensor, log_q: Tensor) -> dict[str, Tensor]:
     """:func:`lit_ebm.objectives.log_partition_q`, log Z ~= log mean_j w_j with weights
     w_j = exp(-E(x_j) - log q(x_j)) for x_j ~ q (any proposal q: the generator, the base of a
-    residual energy, or the mixture of :func:`log_mixture`), with its error bars. Its standard
-    error by the delta method is sd(w) / (sqrt(N) mean(w)); ``ess`` is the effective sample
-    size (sum w)^2 / sum w^2; ``pareto_k`` is :func:`pareto_k_hat`, which says whether either
-    can be trusted (above ``PARETO_K_RELIABLE`` they cannot). Computed in float64 in log space.
+    residual energy, or the mixture of :func:`log_mixture`), with the error bars of
+    :func:`log_partition_weights`. Computed in float64 in log space.
     """
     if energy.shape != log_q.shape or energy.ndim != 1 or len(energy) < 2:
         raise ValueError(f"expected two 1-D tensors of at least 2 samples, got energy "
                          f"{tuple(energy.shape)} and log_q {tuple(log_q.shape)}")
-    log_w = -energy.detach().double() - log_q.detach().double()
+    return log_partition_weights(-energy.detach().double() - log_q.detach().double())
+
+
+def log_partition_weights(log_weights: Tensor) -> dict[str, Tensor]:
+    """log Z ~= log mean_j w_j from N independent importance weights with E[w] = Z, given by
+    their logs (those of :func:`log_partition_proposal`, or annealed importance sampling's), with
+    its error bars: the standard error by the delta method, sd(w) / (sqrt(N) mean(w)); ``ess``,
+    the effective sample size (sum w)^2 / sum w^2; ``pareto_k``, :func:`pareto_k_hat`, which says
+    whether either can be trusted (above ``PARETO_K_RELIABLE`` they cannot). In float64.
+    """
+    log_w = log_weights.detach().double()
+    if log_w.ndim != 1 or len(log_w) < 2:
+        raise ValueError(f"expected a 1-D tensor of at least 2 log-weights, got "
+                         f"{tuple(log_w.shape)}")
     n = len(log_w)
-    log_z = log_partition_q(energy.detach(), log_q.detach())
+    log_z = torch.logsumexp(log_w, dim=0) - math.log(n)
     relative = torch.exp(log_w - log_z)  # w_j / mean(w)
     return {"log_z": log_z, "stderr": relative.std() / math.sqrt(n),
-            "ess": n / relative.square().mean(),
-            "pareto_k": pareto_k_hat(log_w)}
+            "ess": n / relative.square().mean(), "pareto_k": pareto_k_hat(log_w)}
 
 
 def log_mixture(log_q: Tensor, log_q_base: Tensor, weight_q: float) -> Tensor:

@@ -122,6 +122,30 @@ def test_generator_step_leaves_energy_alone_and_moves_generator() -> None:
                for a, b in zip(generator_before, module.generator.parameters(), strict=True))
 
 
+def test_energy_alone_learns_over_a_fixed_generator() -> None:
+    trained = _toy_module()
+    model = load_config(["configs/toy2d_adversarial.yaml"], TOY_SIZES).model
+    module = AdversarialEBM(trained.generator, build_energy(model.energy, (2,), trained.generator),
+                            energy_optim=asdict(model.energy_optim), train_generator=False)
+    generator_before = [p.detach().clone() for p in module.generator.parameters()]
+    energy_before = [p.detach().clone() for p in module.energy.parameters()]
+    trainer = _fit(module, steps=3)
+    assert trainer.global_step == 3, "energy steps only"
+    assert all(torch.equal(a, b)
+               for a, b in zip(generator_before, module.generator.parameters(), strict=True))
+    assert any(not torch.equal(a, b)
+               for a, b in zip(energy_before, module.energy.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("overrides", [["model.objective=mle"], []])
+def test_fixed_generator_needs_an_adversarial_run_started_from_a_checkpoint(
+    overrides: list[str]
+) -> None:
+    with pytest.raises(ConfigError, match="model.train_generator.*model.generator_init"):
+        load_config(["configs/toy2d_adversarial.yaml"],
+                    ["model.train_generator=false", *overrides])
+
+
 class CategoricalPoints(Generator):
     """A discrete generator over 8 fixed points: trained with the score-function estimator."""
 

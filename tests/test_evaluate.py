@@ -244,6 +244,23 @@ def test_temperature_rows_sample_the_generator_at_each_temperature(
                                                           "adv/version_0 at T=0.05"]
 
 
+def test_annealed_importance_sampling_gives_the_ebm_bits_when_asked(
+        checkpoints: dict[str, Path]) -> None:
+    """``log_z_annealing`` K: the EBM's log Z by annealed importance sampling, one chain per
+    sample, and the EBM bits/dim under it."""
+    settings = EvaluationSettings(checkpoints=[checkpoints["adversarial"]], num_samples=150,
+                                  kid_subset_size=100, candidates=2, mcmc_steps=0,
+                                  log_z_annealing=3)
+    ebm = evaluation.evaluate(settings).rows[1]
+    assert (ebm.log_z_proposal, ebm.log_z_q_samples) == ("annealed, 3 temperatures", 150)
+    assert ebm.log_z_q is not None and math.isfinite(ebm.log_z_q)
+    module = load_module(checkpoints["adversarial"]).eval()
+    assert ebm.ebm_bpd_is_log_z is not None and ebm.ebm_bpd_learned_log_z is not None
+    # the two EBM bits/dim differ only by their log Z, in bits per dimension
+    shift = (ebm.log_z_q - float(module.log_z)) / (module.generator.num_dims * math.log(2))
+    assert ebm.ebm_bpd_is_log_z == pytest.approx(ebm.ebm_bpd_learned_log_z + shift, abs=1e-6)
+
+
 def test_only_maximum_likelihood_runs_keep_a_best_checkpoint(
         checkpoints: dict[str, Path]) -> None:
     """An adversarial run's generator bits/dim is meant to rise: no best-by-val/bpd file."""
@@ -254,6 +271,7 @@ def test_only_maximum_likelihood_runs_keep_a_best_checkpoint(
 @pytest.mark.parametrize(("change", "flag"), [
     ({"temperatures": [0.9, -1.0]}, "--temperatures"),
     ({"batch_size": 0}, "--batch-size"), ({"kid_subset_size": -3}, "--kid-subset-size"),
+    ({"log_z_annealing": -1}, "--log-z-annealing"),
     ({"checkpoints": []}, "--ckpt"), ({"device": "nonsense"}, "--device")])
 def test_a_bad_setting_names_its_flag(change: dict, flag: str, checkpoints: dict[str, Path],
                                       tmp_path: Path) -> None:

@@ -163,7 +163,9 @@ class ModelConfig:
     objective: str = setting("mle", one_of("mle", "adversarial"))
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     generator_optim: OptimConfig = field(default_factory=OptimConfig)
-    generator_init: str | None = None  # a MaximumLikelihood checkpoint's generator to start from
+    generator_init: str | None = None  # a checkpoint's generator (either objective) to start from
+    # false: only the energy and log Z learn, over the generator model.generator_init gives
+    train_generator: bool = True
     lr_schedule: str = setting("constant", one_of("constant", "cosine"))  # cosine: to 0 at the end
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     energy_optim: OptimConfig = field(
@@ -276,6 +278,11 @@ def cross_checks(cfg: Config) -> None:
         raise invalid("early_stopping.patience", cfg.early_stopping.patience,
                       "null for adversarial runs: their generator's likelihood is meant to "
                       "give way, and no validation figure ranks them (docs/configuration.md)")
+    if not cfg.model.train_generator and (cfg.model.objective != "adversarial"
+                                          or cfg.model.generator_init is None):
+        raise invalid("model.train_generator", cfg.model.train_generator,
+                      "true, unless model.objective=adversarial and model.generator_init names "
+                      "the checkpoint whose generator the energy is fitted over")
     energy = "mlp" if toy else "conv"
     if cfg.model.objective == "adversarial" and cfg.model.energy.name != energy:
         raise invalid("model.energy.name", cfg.model.energy.name,

@@ -33,10 +33,12 @@ from lit_ebm.metrics import (
     PARETO_K_RELIABLE,
     log_mixture,
     log_partition_proposal,
+    log_partition_weights,
     sampling_importance_resampling,
 )
 from lit_ebm.modules import AdversarialEBM
 from lit_ebm.precision import density_call
+from lit_ebm.sampling import annealed_log_weights
 
 
 @dataclass
@@ -59,7 +61,8 @@ class EBMDraws:
 @dataclass(frozen=True)
 class LogZEstimate:
     """An importance-sampling estimate of log Z from ``samples`` draws of ``proposal`` ("q",
-    "base" or "mixture"): the interval it reports is log_z +- 1.96 stderr, which only holds when
+    "base" or "mixture", or "annealed, K temperatures" for annealed importance sampling's
+    chains): the interval it reports is log_z +- 1.96 stderr, which only holds when
     ``pareto_k`` <= ``PARETO_K_RELIABLE``."""
 
     proposal: str
@@ -161,3 +164,23 @@ def estimate_log_z(module: AdversarialEBM, draws: EBMDraws, requested: str,
     estimate = log_partition_proposal(energy, log_proposal)
     return LogZEstimate(proposal, float(estimate["log_z"]), float(estimate["stderr"]),
                         float(estimate["ess"]), float(estimate["pareto_k"]), n)
+
+
+def estimate_log_z_annealed(module: AdversarialEBM, chains: int, temperatures: int,
+                            batch_size: int = 256, pilot_steps: int = 50) -> LogZEstimate:
+    """log Z of an EBM over a flow by annealed importance sampling
+    (:func:`lit_ebm.sampling.annealed_log_weights`): ``chains`` chains over ``temperatures``
+    temperatures, ``batch_size`` at a time, at the MALA step size that ``pilot_steps`` steps of
+    adaptation toward the default acceptance rate reach on the EBM itself (a separate pilot run,
+    so that the annealing's transitions are fixed and its weights unbiased)."""
+    pilot = module.sample(min(chains, batch_size), "mcmc", steps=0, burn_in=pilot_steps)
+    assert pilot.adapted_step_size is not None  # method "mcmc" reports it
+    log_weights = []
+    for n in batches(chains, batch_size):
+        weights, _ = annealed_log_weights(module.generator, module.energy, n, temperatures,
+                                          pilot.adapted_step_size)
+        log_weights.append(weights)
+    estimate = log_partition_weights(torch.cat(log_weights))
+    return LogZEstimate(f"annealed, {temperatures} temperatures", float(estimate["log_z"]),
+                        float(estimate["stderr"]), float(estimate["ess"]),
+                        float(estimate["pareto_k"]), chains)

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from lit_ebm.config import DataConfig
 from lit_ebm.data import ImageDataModule, QuantisedImages
 from lit_ebm.errors import ConfigError, InvalidArgument, NonFiniteSamplesError
-from lit_ebm.evaluation.ebm import draw_ebm, estimate_log_z
+from lit_ebm.evaluation.ebm import draw_ebm, estimate_log_z, estimate_log_z_annealed
 from lit_ebm.evaluation.loading import LoadedCheckpoint, check_same_data, load_checkpoint
 from lit_ebm.evaluation.quality import (
     FeatureDistances,
@@ -137,9 +137,17 @@ def _ebm_rows(checkpoint: LoadedCheckpoint, module: AdversarialEBM, settings: Ev
     ``checkpoint.module``."""
     m = settings.candidates
     assert bits.energies is not None  # validation_bits keeps an EBM's energies
-    draws = draw_ebm(module, settings.num_samples, m, settings.batch_size, checkpoint.label)
-    estimate = estimate_log_z(module, draws, settings.log_z_proposal, settings.batch_size)
     g = module.generator
+    if settings.log_z_annealing and not isinstance(g, FlowGenerator):
+        raise ConfigError(f"{flag('log_z_annealing')} runs MALA in a flow's latent space, and "
+                          f"'{checkpoint.path}' holds a {checkpoint.generator}: leave it at 0 "
+                          "(importance sampling) for this checkpoint")
+    draws = draw_ebm(module, settings.num_samples, m, settings.batch_size, checkpoint.label)
+    if settings.log_z_annealing:
+        estimate = estimate_log_z_annealed(module, settings.num_samples,
+                                           settings.log_z_annealing, settings.batch_size)
+    else:
+        estimate = estimate_log_z(module, draws, settings.log_z_proposal, settings.batch_size)
     ebm_bpd = bits_per_dim(-bits.energies - estimate.log_z, g.num_dims, g.discrete).mean()
     common = {"path": str(checkpoint.path), "generator": checkpoint.generator,
               "data": checkpoint.data["name"], "candidates": m}

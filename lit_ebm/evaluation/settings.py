@@ -74,6 +74,9 @@ class EvaluationSettings:
     # the proposal of an EBM's importance-sampling log Z when its energy is residual, E = f -
     # log q0: the mixture q/2 + q0/2, q0 alone, or the generator q (lit_ebm.evaluation.ebm)
     log_z_proposal: str = setting("mixture", one_of(*LOG_Z_PROPOSALS))
+    # an EBM over a flow: log Z by annealed importance sampling over this many temperatures, one
+    # chain per sample, instead of importance sampling (0: importance sampling)
+    log_z_annealing: int = setting(0, non_negative)
     # an EBM over a flow: a row of samples by MALA in the flow's latent space, this many steps
     # after mcmc_burn_in steps of step-size adaptation (0: no MALA row)
     mcmc_steps: int = setting(100, non_negative)

@@ -71,6 +71,9 @@ class AdversarialEBM(GenerativeModule):
     generators); ``r1_gamma`` adds gamma/2 E_data ||grad_x f||^2 to the energy loss;
     ``log_z_tracking`` = m moves log Z a fraction m of the way to the batch's L_D-optimal value
     before every energy step (m = 1: the energy step is then the paper's IRL gradient exactly).
+    Without ``train_generator`` the generator is never stepped: only the energy and log Z learn,
+    an EBM fitted over a fixed base (discriminator-driven sampling's setting, Azadi et al. 2019;
+    the second stage of VAEBM, Xiao et al. 2021).
 
     Both steps minimise their loss per dimension (divided by D, like the maximum-likelihood
     loss), and ``train/loss_d`` and ``train/loss_g`` are logged in those units; each optimiser's
@@ -82,7 +85,8 @@ class AdversarialEBM(GenerativeModule):
                  energy_optim: AdamSettings = ENERGY_ADAM, n_critic: int = 1,
                  energy_reg: float = 0.0, lr_schedule: str = "constant", r1_gamma: float = 0.0,
                  log_z_tracking: float = 0.0, generator_objective: str = "reverse_kl",
-                 nll_weight: float = 1.0, sticking_the_landing: bool = False) -> None:
+                 nll_weight: float = 1.0, sticking_the_landing: bool = False,
+                 train_generator: bool = True) -> None:
         super().__init__(generator, lr_schedule)
         if generator_objective not in GENERATOR_OBJECTIVES:
             raise ValueError(f"generator_objective must be one of {GENERATOR_OBJECTIVES}, got "
@@ -95,6 +99,7 @@ class AdversarialEBM(GenerativeModule):
         self.log_z_tracking = log_z_tracking
         self.generator_objective, self.nll_weight = generator_objective, nll_weight
         self.sticking_the_landing = sticking_the_landing
+        self.train_generator = train_generator
         self.log_z = nn.Parameter(torch.zeros(()))
         self.log_z_initialised: Tensor
         self.register_buffer("log_z_initialised", torch.tensor(False))
@@ -103,7 +108,7 @@ class AdversarialEBM(GenerativeModule):
 
     def training_step(self, x_real: Tensor, batch_idx: int) -> None:
         energy_opt, generator_opt = self.optimizers()  # type: ignore[attr-defined]
-        generator_turn = (batch_idx + 1) % self.n_critic == 0
+        generator_turn = self.train_generator and (batch_idx + 1) % self.n_critic == 0
         fake = self.generate(len(x_real), keep_graph=generator_turn)
         with torch.no_grad():
             log_q_real = self.log_q(x_real)
