@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
-    ml_config, adversarial_config = CONFIGS[args.generator]
+    ml_config, adversarial_config, _ = CONFIGS[args.generator]
     ml = Path(args.ml_checkpoint)
     continuous = not load_module(ml, map_location="cpu").generator.discrete
     ml_epochs = epochs_done(ml)

@@ -6,7 +6,11 @@ from a converged start.
    (``early_stopping``; at most ``--ml-max-epochs``), or pass ``--ml-checkpoint``.
 2. From that checkpoint, with the same data and seed, (a) continue ML for M more epochs and
    (b) train the EBM adversarially for M epochs (the generator starts from the ML checkpoint,
-   and the residual energy from its density), so both arms get the same extra training.
+   and the residual energy from its density; ``--adversarial-config`` picks the recipe, e.g.
+   the hybrid one), so both arms get the same extra training. With ``--energy-epochs K``, (b)
+   goes on with K epochs of the energy alone over its finished generator
+   (``configs/mnist5k_<generator>_energy.yaml``, ``model.train_generator=false``), and (a)
+   runs M + K epochs, so that ML continued is never trained for less than the EBM.
 3. Evaluate the three last checkpoints with :mod:`lit_ebm.evaluation` (offline features) for
    several sampling seeds, and report the mean and spread of every figure over the seeds:
    generator samples at temperature 1 and at each ``--temperatures`` T (the baseline that
@@ -21,8 +25,10 @@ neither arm is picked by one.
 
 Usage: ``python benchmarks/compare_mle_adversarial.py --generator realnvp|pixelcnn
 [--data mnist5k|fashion_mnist] [--ml-checkpoint CKPT | --ml-max-epochs N] [--extra-epochs M]
-[--seeds 0 1 2] [--temperatures 0.8 0.9] [--num-samples K] [--candidates C] [key=value ...]``;
-the overrides apply to all runs, ``--ml-overrides`` / ``--adversarial-overrides`` to one kind.
+[--adversarial-config NAME] [--energy-epochs K] [--seeds 0 1 2] [--temperatures 0.8 0.9]
+[--num-samples K] [--candidates C] [key=value ...]``;
+the overrides apply to all runs, ``--ml-overrides`` / ``--adversarial-overrides`` to one kind
+(the latter to the energy stage too).
 Writes ``<results-dir>/compare_<generator>_<data>.json`` and ``.md`` and the sample grid
 ``compare_<generator>_<data>.png``, with wall times (``--results-dir`` defaults to
 ``benchmarks/results``).
@@ -56,11 +62,12 @@ from lit_ebm.evaluation import (
 from lit_ebm.fit import train
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = {  # generator: (ML config, adversarial config)
-    "realnvp": ("mnist5k_realnvp_mle.yaml", "mnist5k_realnvp_adversarial.yaml"),
-    "pixelcnn": ("mnist5k_pixelcnn_mle.yaml", "mnist5k_pixelcnn_adversarial.yaml"),
+CONFIGS = {  # generator: (ML config, adversarial config, energy-only config)
+    "realnvp": ("mnist5k_realnvp_mle.yaml", "mnist5k_realnvp_adversarial.yaml",
+                "mnist5k_realnvp_energy.yaml"),
+    "pixelcnn": ("mnist5k_pixelcnn_mle.yaml", "mnist5k_pixelcnn_adversarial.yaml",
+                 "mnist5k_pixelcnn_energy.yaml"),
 }
-ARMS = ("ml", "ml_continued", "adversarial")
 EBM_ROWS = {"ebm (resampled)": "ebm_resampled", "ebm (IMH)": "ebm_imh", "ebm (MALA)": "ebm_mala"}
 FIGURES = (*TABLE_COLUMNS, "log_z_learned", "log_z_q", "log_z_q_stderr", "log_z_q_pareto_k",
            "acceptance_rate", "step_size", "seconds_per_sample")
@@ -75,12 +82,12 @@ def repo_relative(path: Path) -> str:
 
 
 def shipped_config(config: str, overrides: list[str]) -> Config:
-    """``configs/<config>`` with ``overrides``."""
-    return load_config([str(REPO / "configs" / config)], overrides)
+    """The shipped config named ``config`` (or the YAML file at that path) with ``overrides``."""
+    return load_config([config], overrides)
 
 
 def timed_train(config: str, overrides: list[str]) -> tuple[Path, float]:
-    """Train ``configs/<config>`` with ``overrides``; the last checkpoint and the wall time."""
+    """Train the config ``config`` with ``overrides``; the last checkpoint and the wall time."""
     cfg = shipped_config(config, overrides)
     start = time.perf_counter()
     run_dir = train(cfg)
@@ -155,14 +162,15 @@ def summarise(per_seed: list[dict[str, Any]],
 
 def row_title(name: str, results: dict[str, Any]) -> str:
     """The table's words for the row ``name``."""
-    n, m = results["ml_epochs"], results["extra_epochs"]
+    n, m, k = results["ml_epochs"], results["extra_epochs"], results["energy_epochs"]
     arm, _, temperature = name.partition("@T")
+    ebm = f"EBM fitted over it for {k} more epochs" if k else "EBM of that run"
     titles = {"real": "real (training split)", "ml": f"ML, {n} epochs (plateau)",
-              "ml_continued": f"ML, {n} + {m} epochs",
+              "ml_continued": f"ML, {n} + {m + k} epochs",
               "adversarial": f"ML {n} + adversarial {m}: generator",
-              "ebm_resampled": f"EBM of that run (SIR, {results['candidates']} candidates)",
-              "ebm_imh": "EBM of that run (IMH through the same candidates)",
-              "ebm_mala": f"EBM of that run (MALA, {results['mcmc_steps']} steps after "
+              "ebm_resampled": f"{ebm} (SIR, {results['candidates']} candidates)",
+              "ebm_imh": f"{ebm} (IMH through the same candidates)",
+              "ebm_mala": f"{ebm} (MALA, {results['mcmc_steps']} steps after "
                           f"{results['mcmc_burn_in']})"}
     return f"{titles[arm]}, T={temperature}" if temperature else titles[arm]
 
@@ -182,6 +190,7 @@ def markdown(results: dict[str, Any]) -> str:
             cells.append(f"{entry[key]['mean']:.4g} ± {entry[key]['std']:.2g}{mark}")
         lines.append(f"| {row_title(name, results)} | " + " | ".join(cells) + " |")
     seconds = results["wall_seconds"]
+    energy = f"energy alone {seconds['energy']:.0f} s, " if "energy" in seconds else ""
     chains = [f"{name} acceptance {entry['acceptance_rate']['mean']:.3f}"
               + (f", step size {entry['step_size']['mean']:.3g}" if "step_size" in entry else "")
               + (f", {entry['seconds_per_sample']['mean']:.3g} s per sample"
@@ -192,7 +201,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"per row against the validation split; each arm's last checkpoint. Chains: "
             f"{'; '.join(chains) or 'none'}. Wall times: ML {wall(seconds['ml'])}, ML "
             f"continued {seconds['ml_continued']:.0f} s, adversarial {seconds['adversarial']:.0f}"
-            f" s, evaluation {seconds['evaluation']:.0f} s ({results['machine']}).\n")
+            f" s, {energy}evaluation {seconds['evaluation']:.0f} s ({results['machine']}).\n")
 
 
 def wall(seconds: float | None) -> str:
@@ -259,6 +268,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--extra-epochs", type=int, default=None,
                         help="M: epochs of each arm after the split (default: the adversarial "
                              "config's)")
+    parser.add_argument("--adversarial-config", default=None, metavar="NAME",
+                        help="the adversarial arm's config, a shipped name or a YAML path "
+                             "(default: mnist5k_<generator>_adversarial; the recommended "
+                             "recipe is mnist5k_<generator>_hybrid)")
+    parser.add_argument("--energy-epochs", type=int, default=0, metavar="K",
+                        help="then K epochs of the energy alone over the adversarial arm's "
+                             "generator (mnist5k_<generator>_energy), whose EBM is evaluated; "
+                             "ML continued runs M + K epochs (default 0: no such stage)")
     parser.add_argument("--reuse-runs", action="store_true",
                         help="evaluate each arm's newest finished run under --output-dir "
                              "instead of training it again (wall time: its start to its last "
@@ -281,9 +298,11 @@ def parse_args() -> argparse.Namespace:
 
 def train_arms(args: argparse.Namespace, tag: str) -> tuple[int, int, dict[str, Path],
                                                               dict[str, float | None]]:
-    """N (the ML start's epochs) and M, and the last checkpoint and wall time of each arm
-    (None for a given ML checkpoint)."""
-    ml_config, adversarial_config = CONFIGS[args.generator]
+    """N (the ML start's epochs) and M, and the last checkpoint and wall time of each arm: ``ml``
+    (wall time None for a given checkpoint), ``ml_continued``, ``adversarial`` and, with
+    ``--energy-epochs``, ``energy``."""
+    ml_config, adversarial_config, energy_config = CONFIGS[args.generator]
+    adversarial_config = args.adversarial_config or adversarial_config
     common = [f"data.name={args.data}", f"output_dir={args.output_dir}",
               "trainer.enable_progress_bar=false", *args.overrides]
     m = args.extra_epochs or shipped_config(
@@ -295,20 +314,28 @@ def train_arms(args: argparse.Namespace, tag: str) -> tuple[int, int, dict[str, 
     else:
         ml, ml_seconds = Path(args.ml_checkpoint), None
     n = epochs_done(ml)
-    arm_runs = {
-        "ml_continued": (ml_config, [*ml_runs, f"name={tag}_ml_continued", f"ckpt_path={ml}",
-                                     f"trainer.max_epochs={n + m}"]),
-        "adversarial": (adversarial_config, [*common, *args.adversarial_overrides,
-                                             f"name={tag}_adversarial",
-                                             f"model.generator_init={ml}",
-                                             f"trainer.max_epochs={m}"])}
-    trained = {}
-    for arm, (config, overrides) in arm_runs.items():
+
+    def trained(config: str, overrides: list[str]) -> tuple[Path, float]:
         earlier = trained_before(config, overrides) if args.reuse_runs else None
-        trained[arm] = earlier or timed_train(config, overrides)
-    (continued, continued_seconds), (adversarial, adversarial_seconds) = trained.values()
-    return n, m, dict(zip(ARMS, (ml, continued, adversarial), strict=True)), dict(zip(
-        ARMS, (ml_seconds, continued_seconds, adversarial_seconds), strict=True))
+        return earlier or timed_train(config, overrides)
+
+    adversarial_runs = [*common, *args.adversarial_overrides]
+    continued_epochs = n + m + args.energy_epochs
+    arms = {"ml": (ml, ml_seconds),
+            "ml_continued": trained(ml_config, [*ml_runs, f"name={tag}_ml_continued",
+                                                f"ckpt_path={ml}",
+                                                f"trainer.max_epochs={continued_epochs}"]),
+            "adversarial": trained(adversarial_config, [*adversarial_runs,
+                                                        f"name={tag}_adversarial",
+                                                        f"model.generator_init={ml}",
+                                                        f"trainer.max_epochs={m}"])}
+    if args.energy_epochs:
+        arms["energy"] = trained(energy_config, [
+            *adversarial_runs, f"name={tag}_energy",
+            f"model.generator_init={arms['adversarial'][0]}",
+            f"trainer.max_epochs={args.energy_epochs}"])
+    return (n, m, {arm: path for arm, (path, _) in arms.items()},
+            {arm: seconds for arm, (_, seconds) in arms.items()})
 
 
 def main() -> None:
@@ -316,7 +343,10 @@ def main() -> None:
     tag = f"{args.generator}_{args.data}"
     n, m, checkpoints, seconds = train_arms(args, tag)
     out = Path(args.output_dir) / f"{tag}_evaluation"
-    settings = EvaluationSettings(checkpoints=list(checkpoints.values()),
+    # the energy stage's checkpoint holds the adversarial arm's generator unchanged
+    evaluated = {"ml": checkpoints["ml"], "ml_continued": checkpoints["ml_continued"],
+                 "adversarial": checkpoints.get("energy", checkpoints["adversarial"])}
+    settings = EvaluationSettings(checkpoints=list(evaluated.values()),
                                   num_samples=args.num_samples, candidates=args.candidates,
                                   kid_subset_size=args.kid_subset_size,
                                   mcmc_steps=args.mcmc_steps, mcmc_burn_in=args.mcmc_burn_in,
@@ -327,21 +357,24 @@ def main() -> None:
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
     seconds["evaluation"] = time.perf_counter() - start
-    rows = summarise(per_seed, {str(path): arm for arm, path in checkpoints.items()})
+    rows = summarise(per_seed, {str(path): arm for arm, path in evaluated.items()})
     results = {
         "machine": f"{platform.processor() or platform.machine()}, "
                    f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "generator": args.generator, "data": args.data, "ml_epochs": n, "extra_epochs": m,
+        "energy_epochs": args.energy_epochs,
         "ml_start": "given" if args.ml_checkpoint else
                     f"plateau ({' '.join(PLATEAU)}, at most {args.ml_max_epochs} epochs)",
         "checkpoint_rule": "each arm's last checkpoint, after the same budget",
+        "adversarial_config": args.adversarial_config or CONFIGS[args.generator][1],
         "features": per_seed[0]["features"], "num_samples": args.num_samples,
         "candidates": args.candidates, "mcmc_steps": args.mcmc_steps,
         "mcmc_burn_in": args.mcmc_burn_in, "temperatures": args.temperatures,
         "seeds": args.seeds,
         "overrides": {"all": args.overrides, "ml": args.ml_overrides,
                       "adversarial": args.adversarial_overrides},
-        "checkpoints": {arm: repo_relative(path) for arm, path in checkpoints.items()},
+        "checkpoints": {arm: repo_relative(path) for arm, path in evaluated.items()},
+        "trained": {arm: repo_relative(path) for arm, path in checkpoints.items()},
         "wall_seconds": seconds,
         "rows": rows,
         "targets": targets(rows),

@@ -11,12 +11,19 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 from nbclient import NotebookClient
 
 from lit_ebm.fit import main
 from tests.tiny import TINY_IMAGE_RUN
 
 pytestmark = pytest.mark.slow
+
+
+def epochs_done(checkpoint: dict) -> int:
+    """The epochs a loaded Lightning checkpoint has completed."""
+    return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["total"]["completed"])
+
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -69,7 +76,7 @@ def test_adversarial_vs_mle_shows_the_comparison(tmp_path: Path,
         [sys.executable, str(script), "--generator", "realnvp", "--ml-max-epochs", "1",
          "--extra-epochs", "1", "--seeds", "0", "1", "--num-samples", "150",
          "--kid-subset-size", "100", "--candidates", "2", "--mcmc-steps", "4",
-         "--mcmc-burn-in", "4", "--output-dir", str(tmp_path / "runs"),
+         "--mcmc-burn-in", "4", "--energy-epochs", "1", "--output-dir", str(tmp_path / "runs"),
          "--results-dir", str(tmp_path), "--adversarial-overrides",
          "model.energy.conv.channels=8", "model.energy.conv.depth=2", "--",
          *[arg for arg in TINY_IMAGE_RUN if not arg.startswith("trainer.max_epochs")]],
@@ -81,12 +88,23 @@ def test_adversarial_vs_mle_shows_the_comparison(tmp_path: Path,
                                      "ebm_resampled", "ebm_imh", "ebm_mala", "adversarial@T0.8",
                                      "adversarial@T0.9"]
     assert results["ml_epochs"] == 1 and results["ml_start"].startswith("plateau")
+    checkpoints = {arm: torch.load(NOTEBOOKS.parent / path, map_location="cpu",
+                                   weights_only=True) for arm, path in results["trained"].items()}
+    # ML continued trains as long as the adversarial arm and the energy stage together, and the
+    # EBM evaluated is the energy stage's, over the adversarial arm's generator unchanged
+    assert epochs_done(checkpoints["ml_continued"]) == 1 + 1 + 1
+    assert "energy" in results["rows"]["adversarial"]["label"]
+    adversarial, energy = (checkpoints[arm]["state_dict"] for arm in ("adversarial", "energy"))
+    generator = [key for key in adversarial if key.startswith("generator.")]
+    assert generator and all(torch.equal(adversarial[key], energy[key]) for key in generator)
+    assert not torch.equal(adversarial["log_z"], energy["log_z"])
     assert results["rows"]["ebm_mala"]["acceptance_rate"]["mean"] >= 0
     assert results["rows"]["adversarial"]["fid"]["std"] >= 0
     assert (tmp_path / "compare_realnvp_mnist5k.png").is_file()
     monkeypatch.setenv("LIT_EBM_NOTEBOOK_COMPARE", str(tmp_path / "compare_realnvp_mnist5k.json"))
     text = _run("adversarial_vs_mle.ipynb")
-    assert "realnvp on mnist5k: ML 1 epochs, then 1 more of each arm; seeds [0, 1]" in text
+    assert ("realnvp on mnist5k: ML 1 epochs, then 1 more of each arm, then 1 of the energy alone"
+            " (ML continued: 1 more); seeds [0, 1]") in text
     assert re.search(r"generator_fid_below_ml_continued_beyond_spread: (True|False)", text)
     assert re.search(r"ebm_fid<=0.8_ml_continued: (True|False)", text)
     assert re.search(r"adversarial: bpd [\d.]+ ± [\d.]+, ebm_bpd_learned_log_z", text)
