@@ -61,8 +61,8 @@ class EBMDraws:
 @dataclass(frozen=True)
 class LogZEstimate:
     """An importance-sampling estimate of log Z from ``samples`` draws of ``proposal`` ("q",
-    "base" or "mixture", or "annealed, K temperatures" for annealed importance sampling's
-    chains): the interval it reports is log_z +- 1.96 stderr, which only holds when
+    "base" or "mixture", or "annealed, K temperatures, ..." for annealed importance
+    sampling's chains): the interval it reports is log_z +- 1.96 stderr, which only holds when
     ``pareto_k`` <= ``PARETO_K_RELIABLE``."""
 
     proposal: str
@@ -172,15 +172,19 @@ def estimate_log_z_annealed(module: AdversarialEBM, chains: int, temperatures: i
     (:func:`lit_ebm.sampling.annealed_log_weights`): ``chains`` chains over ``temperatures``
     temperatures, ``batch_size`` at a time, at the MALA step size that ``pilot_steps`` steps of
     adaptation toward the default acceptance rate reach on the EBM itself (a separate pilot run,
-    so that the annealing's transitions are fixed and its weights unbiased)."""
+    so that the annealing's transitions are fixed and its weights unbiased). The proposal's name
+    carries that step size and the transitions' acceptance rate."""
     pilot = module.sample(min(chains, batch_size), "mcmc", steps=0, burn_in=pilot_steps)
-    assert pilot.adapted_step_size is not None  # method "mcmc" reports it
-    log_weights = []
+    step_size = pilot.adapted_step_size
+    assert step_size is not None  # method "mcmc" reports it
+    log_weights, accepted = [], 0.0
     for n in batches(chains, batch_size):
-        weights, _ = annealed_log_weights(module.generator, module.energy, n, temperatures,
-                                          pilot.adapted_step_size)
+        weights, acceptance = annealed_log_weights(module.generator, module.energy, n,
+                                                   temperatures, step_size)
         log_weights.append(weights)
+        accepted += acceptance * n
     estimate = log_partition_weights(torch.cat(log_weights))
-    return LogZEstimate(f"annealed, {temperatures} temperatures", float(estimate["log_z"]),
+    return LogZEstimate(f"annealed, {temperatures} temperatures, MALA step size {step_size:.3g},"
+                        f" acceptance {accepted / chains:.2f}", float(estimate["log_z"]),
                         float(estimate["stderr"]), float(estimate["ess"]),
                         float(estimate["pareto_k"]), chains)

@@ -31,8 +31,8 @@ EBM_FOOTNOTES = (
     "IS log Z: importance-sampling estimate ± its standard error (interval: ± 1.96 standard "
     "errors), with its proposal (q: the generator; base: the residual energy's frozen q0; "
     "mixture: q/2 + q0/2; annealed, K temperatures: annealed importance sampling from the "
-    "flow's density to the EBM, one chain per draw), effective sample size and Pareto k-hat "
-    "(Vehtari et al. 2024). "
+    "flow's density to the EBM, one chain per draw, with its MALA step size and acceptance), "
+    "effective sample size and Pareto k-hat (Vehtari et al. 2024). "
     f"{UNRELIABLE} k-hat > 0.7: the importance weights are too heavy-tailed for the estimate "
     "or its error bar to be trusted, whatever the effective sample size says.")
 

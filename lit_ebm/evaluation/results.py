@@ -49,7 +49,7 @@ class Row:
     log_z_tracking: float | None = None
     ebm_bpd_learned_log_z: float | None = None  # -E - log Z with the learned log Z
     candidates: int | None = None  # generator samples per resampled EBM sample
-    # of log_z_q: "q", "base" (q0), "mixture" of both, or "annealed, K temperatures"
+    # of log_z_q: "q", "base" (q0), "mixture" of both, or "annealed, K temperatures, ..."
     log_z_proposal: str | None = None
     log_z_q: float | None = None  # importance-sampling estimate of log Z
     log_z_q_stderr: float | None = None  # delta method; the interval is log_z_q +- 1.96 stderr
