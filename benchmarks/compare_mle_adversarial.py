@@ -293,7 +293,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ml-overrides", nargs="*", default=[], metavar="key=value")
     parser.add_argument("--adversarial-overrides", nargs="*", default=[], metavar="key=value")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.extra_epochs is not None and args.extra_epochs < 1:
+        parser.error(f"--extra-epochs {args.extra_epochs}: give at least 1")
+    if args.energy_epochs < 0:
+        parser.error(f"--energy-epochs {args.energy_epochs}: give 0 (no energy stage) or more")
+    return args
 
 
 def train_arms(args: argparse.Namespace, tag: str) -> tuple[int, int, dict[str, Path],
@@ -305,8 +310,11 @@ def train_arms(args: argparse.Namespace, tag: str) -> tuple[int, int, dict[str, 
     adversarial_config = args.adversarial_config or adversarial_config
     common = [f"data.name={args.data}", f"output_dir={args.output_dir}",
               "trainer.enable_progress_bar=false", *args.overrides]
-    m = args.extra_epochs or shipped_config(
-        adversarial_config, ["model.generator_init=null"]).trainer.max_epochs
+    adversarial_runs = [*common, *args.adversarial_overrides]
+    # loaded before anything trains, so that a bad name or override fails at once
+    adversarial = shipped_config(adversarial_config,
+                                 [*adversarial_runs, "model.generator_init=null"])
+    m = args.extra_epochs or adversarial.trainer.max_epochs
     ml_runs = [*common, *args.ml_overrides]
     if args.ml_checkpoint is None:
         ml, ml_seconds = timed_train(ml_config, [*ml_runs, *PLATEAU, f"name={tag}_ml",
@@ -319,7 +327,6 @@ def train_arms(args: argparse.Namespace, tag: str) -> tuple[int, int, dict[str, 
         earlier = trained_before(config, overrides) if args.reuse_runs else None
         return earlier or timed_train(config, overrides)
 
-    adversarial_runs = [*common, *args.adversarial_overrides]
     continued_epochs = n + m + args.energy_epochs
     arms = {"ml": (ml, ml_seconds),
             "ml_continued": trained(ml_config, [*ml_runs, f"name={tag}_ml_continued",
@@ -341,7 +348,10 @@ def train_arms(args: argparse.Namespace, tag: str) -> tuple[int, int, dict[str, 
 def main() -> None:
     args = parse_args()
     tag = f"{args.generator}_{args.data}"
-    n, m, checkpoints, seconds = train_arms(args, tag)
+    try:
+        n, m, checkpoints, seconds = train_arms(args, tag)
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
     out = Path(args.output_dir) / f"{tag}_evaluation"
     # the energy stage's checkpoint holds the adversarial arm's generator unchanged
     evaluated = {"ml": checkpoints["ml"], "ml_continued": checkpoints["ml_continued"],

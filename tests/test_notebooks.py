@@ -68,6 +68,24 @@ def test_toy2d_equivalence_shows_the_identities_and_trains(
         "notebook_flow_adv", "notebook_flow_mle", "notebook_mixture_adv", "notebook_mixture_mle"]
 
 
+@pytest.mark.parametrize(("flags", "code", "message"), [
+    (["--energy-epochs", "-1"], 2, "--energy-epochs -1: give 0 (no energy stage) or more"),
+    (["--extra-epochs", "0"], 2, "--extra-epochs 0: give at least 1"),
+    (["--adversarial-config", "no_such_recipe"], 1, "no shipped config has that name"),
+])
+def test_the_comparison_refuses_bad_settings_before_training(
+        tmp_path: Path, flags: list[str], code: int, message: str) -> None:
+    """Bad settings end the comparison script with one line before any run folder exists."""
+    script = NOTEBOOKS.parent / "benchmarks" / "compare_mle_adversarial.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--generator", "realnvp", *flags,
+         "--output-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=NOTEBOOKS.parent, timeout=120)
+    assert proc.returncode == code
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_adversarial_vs_mle_shows_the_comparison(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A tiny comparison through the benchmark script, then the notebook on its results."""
