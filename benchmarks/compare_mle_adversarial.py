@@ -298,6 +298,7 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"--extra-epochs {args.extra_epochs}: give at least 1")
     if args.energy_epochs < 0:
         parser.error(f"--energy-epochs {args.energy_epochs}: give 0 (no energy stage) or more")
+    args.adversarial_config = args.adversarial_config or CONFIGS[args.generator][1]
     return args
 
 
@@ -306,13 +307,12 @@ def train_arms(args: argparse.Namespace, tag: str) -> tuple[int, int, dict[str, 
     """N (the ML start's epochs) and M, and the last checkpoint and wall time of each arm: ``ml``
     (wall time None for a given checkpoint), ``ml_continued``, ``adversarial`` and, with
     ``--energy-epochs``, ``energy``."""
-    ml_config, adversarial_config, energy_config = CONFIGS[args.generator]
-    adversarial_config = args.adversarial_config or adversarial_config
+    ml_config, _, energy_config = CONFIGS[args.generator]
     common = [f"data.name={args.data}", f"output_dir={args.output_dir}",
               "trainer.enable_progress_bar=false", *args.overrides]
     adversarial_runs = [*common, *args.adversarial_overrides]
     # loaded before anything trains, so that a bad name or override fails at once
-    adversarial = shipped_config(adversarial_config,
+    adversarial = shipped_config(args.adversarial_config,
                                  [*adversarial_runs, "model.generator_init=null"])
     m = args.extra_epochs or adversarial.trainer.max_epochs
     ml_runs = [*common, *args.ml_overrides]
@@ -332,10 +332,9 @@ def train_arms(args: argparse.Namespace, tag: str) -> tuple[int, int, dict[str, 
             "ml_continued": trained(ml_config, [*ml_runs, f"name={tag}_ml_continued",
                                                 f"ckpt_path={ml}",
                                                 f"trainer.max_epochs={continued_epochs}"]),
-            "adversarial": trained(adversarial_config, [*adversarial_runs,
-                                                        f"name={tag}_adversarial",
-                                                        f"model.generator_init={ml}",
-                                                        f"trainer.max_epochs={m}"])}
+            "adversarial": trained(args.adversarial_config, [
+                *adversarial_runs, f"name={tag}_adversarial", f"model.generator_init={ml}",
+                f"trainer.max_epochs={m}"])}
     if args.energy_epochs:
         arms["energy"] = trained(energy_config, [
             *adversarial_runs, f"name={tag}_energy",
@@ -376,7 +375,7 @@ def main() -> None:
         "ml_start": "given" if args.ml_checkpoint else
                     f"plateau ({' '.join(PLATEAU)}, at most {args.ml_max_epochs} epochs)",
         "checkpoint_rule": "each arm's last checkpoint, after the same budget",
-        "adversarial_config": args.adversarial_config or CONFIGS[args.generator][1],
+        "adversarial_config": args.adversarial_config,
         "features": per_seed[0]["features"], "num_samples": args.num_samples,
         "candidates": args.candidates, "mcmc_steps": args.mcmc_steps,
         "mcmc_burn_in": args.mcmc_burn_in, "temperatures": args.temperatures,

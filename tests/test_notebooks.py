@@ -20,11 +20,6 @@ from tests.tiny import TINY_IMAGE_RUN
 pytestmark = pytest.mark.slow
 
 
-def epochs_done(checkpoint: dict) -> int:
-    """The epochs a loaded Lightning checkpoint has completed."""
-    return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["total"]["completed"])
-
-
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
@@ -110,7 +105,8 @@ def test_adversarial_vs_mle_shows_the_comparison(tmp_path: Path,
                                    weights_only=True) for arm, path in results["trained"].items()}
     # ML continued trains as long as the adversarial arm and the energy stage together, and the
     # EBM evaluated is the energy stage's, over the adversarial arm's generator unchanged
-    assert epochs_done(checkpoints["ml_continued"]) == 1 + 1 + 1
+    continued = checkpoints["ml_continued"]["loops"]["fit_loop"]["epoch_progress"]
+    assert continued["total"]["completed"] == 1 + 1 + 1
     assert "energy" in results["rows"]["adversarial"]["label"]
     adversarial, energy = (checkpoints[arm]["state_dict"] for arm in ("adversarial", "energy"))
     generator = [key for key in adversarial if key.startswith("generator.")]
