@@ -14,7 +14,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from lit_ebm.errors import require, require_image_shape, require_positive_int
 from lit_ebm.generators.base import Generator
-from lit_ebm.precision import at_least_float32, density_call
+from lit_ebm.precision import at_least_float32, density_call, float32_layer
 from lit_ebm.registry import register
 
 
@@ -68,10 +68,8 @@ def _output_layer(in_features: int, spectral_norm: bool, zero_init: bool) -> nn.
 def _float32_output(net: nn.Sequential, h: Tensor, extra: Tensor | None = None) -> Tensor:
     """``net``'s hidden layers in the run's precision (autocast included), then its scalar
     output layer, squeezed and plus ``extra``, in float32 (lit_ebm.precision)."""
-    features = net[:-1](h)
-    with torch.autocast(h.device.type, enabled=False):
-        energy = net[-1](at_least_float32(features)).squeeze(-1)
-        return energy if extra is None else energy + extra
+    energy = float32_layer(net[-1], net[:-1](h)).squeeze(-1)
+    return energy if extra is None else energy + extra
 
 
 @register

@@ -3,10 +3,13 @@
 Discriminator logits are differences of log-densities of thousands of nats, where float16's
 spacing is 2 nats and bfloat16's 16 (docs/mathematics.md, "Precision"). A network runs under
 the Trainer's autocast only if its class declares ``autocast_safe = True``, a promise that its
-outputs are computed in float32 whatever precision its layers use (the shipped energies: their
-features in the run's precision, the scalar output layer in float32). Every other network, the
-generators and any network of your own that makes no such promise, is evaluated with autocast
-disabled, in its parameters' precision. Outputs are promoted to at least float32 either way.
+outputs are computed in float32 whatever precision its layers use. The shipped networks keep
+that promise the same way: their hidden layers run in the run's precision (bf16 under
+``bf16-mixed``), their output layer runs in float32 (:func:`float32_layer`), and everything
+after it (a flow's affine maps, log-determinants and sums over dimensions, the PixelCNN's
+log-softmax, an energy's scalar) is float32 arithmetic. Every other network, any network of
+your own that makes no such promise, is evaluated with autocast disabled, in its parameters'
+precision. Outputs are promoted to at least float32 either way.
 """
 
 from __future__ import annotations
@@ -22,6 +25,13 @@ from torch import Tensor, nn
 def at_least_float32(value: Tensor) -> Tensor:
     """``value`` promoted to float32 if it is narrower (float64 stays float64)."""
     return value.to(torch.promote_types(value.dtype, torch.float32))
+
+
+def float32_layer(layer: nn.Module, h: Tensor) -> Tensor:
+    """``layer(h)`` with autocast disabled on ``h``'s device, ``h`` promoted to at least
+    float32: the output layer of an autocast-safe network."""
+    with torch.autocast(h.device.type, enabled=False):
+        return layer(at_least_float32(h))
 
 
 def autocast_safe(network: nn.Module) -> bool:

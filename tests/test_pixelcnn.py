@@ -152,6 +152,25 @@ def test_fast_and_naive_samplers_return_the_same_images(image_shape):
     torch.testing.assert_close(log_q_fast, model.log_prob(x_fast), rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.8])
+def test_the_cached_sampler_matches_the_reference_with_dilations_and_under_autocast(
+        temperature: float) -> None:
+    """Dilated layers read columns and rows a dilation apart from the caches; under bf16
+    autocast the sampler still runs in float32, so its images and log-masses do not change."""
+    model = sharpen(make_model((3, 9, 7), dilations=(1, 2, 4), kernel_size=5))
+    torch.manual_seed(6)
+    x_naive, log_q_naive = model.sample(4, method="naive", temperature=temperature)
+    torch.manual_seed(6)
+    x_fast, log_q_fast = model.sample(4, temperature=temperature)
+    torch.manual_seed(6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x_autocast, log_q_autocast = model.sample(4, temperature=temperature)
+    assert torch.equal(x_fast, x_naive) and x_fast.std() > 0
+    torch.testing.assert_close(log_q_fast, log_q_naive, rtol=1e-6, atol=0)
+    assert torch.equal(x_autocast, x_fast) and torch.equal(log_q_autocast, log_q_fast)
+    assert log_q_autocast.dtype == torch.float32
+
+
 def test_bits_per_dim_of_a_fresh_model_is_close_to_eight():
     # A fresh network is nearly uniform over 256 levels: 8 bits per sub-pixel.
     model = make_model((3, 8, 8))

@@ -20,7 +20,6 @@ sum over the whole image or a window: :meth:`PixelCNN.sample` caches activations
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +27,9 @@ from torch import Tensor, nn
 
 from lit_ebm.errors import require, require_image_shape, require_positive_int
 from lit_ebm.generators.base import Generator, check_temperature
+from lit_ebm.generators.pixelcnn_sampler import NUM_LEVELS, CachedSampler, InverseCdf
+from lit_ebm.precision import float32_layer
 from lit_ebm.registry import register
-
-NUM_LEVELS = 256
 
 
 def _scale(x: Tensor) -> Tensor:
@@ -62,21 +61,6 @@ class _CausalConv(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(F.pad(x, self.pads))
 
-    def at(self, x: Tensor, row: int, col: int | None = None) -> Tensor:
-        """The output at ``(row, col)``, or along the whole ``row``, from the window it reads.
-
-        Returns ``(B, out_channels, 1, 1)`` or ``(B, out_channels, 1, W)``: the same values as
-        the matching positions of :meth:`forward`, since the window is that part of the padded
-        input.
-        """
-        left, right, top, bottom = self.pads
-        height, width = x.shape[-2:]
-        r0, r1 = row - top, row + bottom + 1
-        c0, c1 = (-left, width + right) if col is None else (col - left, col + right + 1)
-        window = x[..., max(r0, 0):min(r1, height), max(c0, 0):min(c1, width)]
-        pads = (max(-c0, 0), max(c1 - width, 0), max(-r0, 0), max(r1 - height, 0))
-        return super().forward(F.pad(window, pads))
-
 
 class _GatedLayer(nn.Module):
     """One gated layer of both stacks (van den Oord et al. 2016, figure 2), centre included."""
@@ -97,17 +81,6 @@ class _GatedLayer(nn.Module):
     def _horizontal(self, h: Tensor, h_pre: Tensor, from_vertical: Tensor) -> Tensor:
         """Residual update of the horizontal stack from its conv and the vertical stack."""
         return h + self.horizontal_out(_gate(h_pre + from_vertical))
-
-    def vertical_row(self, v: Tensor, row: int) -> tuple[Tensor, Tensor]:
-        """Along ``row``: the vertical stack's output and its contribution to the horizontal
-        stack, both ``(B, *, 1, W)``."""
-        v_pre = self.vertical.at(v, row)
-        return _gate(v_pre), self.vertical_to_horizontal(v_pre)
-
-    def horizontal_pixel(self, h_row: Tensor, col: int, from_vertical: Tensor) -> Tensor:
-        """Output ``(B, C, 1, 1)`` at ``col`` from the input row and the vertical part there."""
-        return self._horizontal(h_row[..., col:col + 1], self.horizontal.at(h_row, 0, col),
-                                from_vertical)
 
 
 class _Head(nn.Module):
@@ -137,19 +110,9 @@ class _Head(nn.Module):
         """Logits ``(B, 256, C, H, W)`` from :meth:`hidden` and the scaled pixel values."""
         if self.earlier_channels is not None:
             hidden = hidden + F.conv2d(x_in, self.earlier_channels.weight * self.mask)
-        out = self.out(F.elu(hidden))
+        out = float32_layer(self.out, F.elu(hidden))
         b, _, height, width = out.shape
         return out.reshape(b, self.image_channels, NUM_LEVELS, height, width).transpose(1, 2)
-
-
-def _inverse_cdf(logits: Tensor, u: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
-    """Levels ``k`` with ``P_T(K < k) <= u < P_T(K <= k)``, P_T = softmax(logits ``(B, 256)`` /
-    T), for ``u`` ``(B,)``, and their log-probabilities at T = 1, in float64."""
-    log_p = torch.log_softmax(logits.double(), dim=1)
-    p_t = log_p.exp() if temperature == 1.0 else torch.softmax(logits.double() / temperature, 1)
-    cdf = p_t.cumsum(dim=1)
-    k = (cdf[:, :-1] <= u.unsqueeze(1)).sum(dim=1)
-    return k, log_p.gather(1, k.unsqueeze(1)).squeeze(1)
 
 
 @register
@@ -169,6 +132,7 @@ class PixelCNN(Generator):
     """
 
     discrete = True
+    autocast_safe = True  # the stacks in the run's precision, the logits in float32
 
     def __init__(self, image_shape: tuple[int, int, int], channels: int = 64,
                  dilations: Sequence[int] = (1, 2, 1, 4, 1, 2, 1), kernel_size: int = 3) -> None:
@@ -240,61 +204,21 @@ class PixelCNN(Generator):
         x, log_q = samplers[method](u, temperature)
         return x, log_q.to(param.dtype)
 
-    def _new_images(self, u: Tensor) -> tuple[Tensor, Tensor]:
-        """Blank images shaped like ``u`` and zero log-masses, to be filled in raster order."""
-        param = next(self.parameters())
-        return (torch.zeros(u.shape, device=param.device, dtype=param.dtype),
-                torch.zeros(u.shape[0], device=param.device, dtype=torch.float64))
-
     def _sample_naive(self, u: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
         """Reference sampler: the whole network once per sub-pixel."""
-        x, log_q = self._new_images(u)
+        x = torch.zeros_like(u, dtype=next(self.parameters()).dtype)
+        log_q = torch.zeros(u.shape[0], device=u.device, dtype=torch.float64)
         channels, height, width = self.event_shape
+        inverse_cdf = InverseCdf(len(u), temperature, u.device)
         for i in range(height):
             for j in range(width):
                 for c in range(channels):
                     logits = self.logits(x)[:, :, c, i, j]
-                    k, log_p = _inverse_cdf(logits, u[:, c, i, j], temperature)
+                    k, log_p = inverse_cdf(logits, u[:, c, i, j].contiguous())
                     x[:, c, i, j] = k.to(x.dtype) / (NUM_LEVELS - 1)
                     log_q += log_p
         return x, log_q
 
     def _sample_fast(self, u: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
-        """Cached sampler (Ramachandran et al. 2017): per row, the vertical stack (and its 1x1
-        links into the horizontal stack) once along that row from cached rows above; per
-        pixel, each horizontal layer at that pixel only, from a cached row of its input; per
-        channel, only the head's last part."""
-        x, log_q = self._new_images(u)
-        x_in = _scale(x)
-        n, channels, height, width = x.shape
-        layers = cast("Sequence[_GatedLayer]", self.layers)  # nn.ModuleList is untyped
-        # v_inputs[l]: the vertical stack's input to gated layer l, filled row by row.
-        v_inputs = [x.new_zeros(n, self.channels, height, width) for _ in self.layers]
-        for i in range(height):
-            from_vertical = self._vertical_row(x_in, v_inputs, i)
-            # h_inputs[l]: the horizontal stack's input to gated layer l along row i.
-            h_inputs = [x.new_zeros(n, self.channels, 1, width) for _ in self.layers]
-            for j in range(width):
-                h = self.first_horizontal.at(x_in, i, j)
-                for layer, h_row, v_row in zip(layers, h_inputs, from_vertical, strict=True):
-                    h_row[..., j:j + 1] = h
-                    h = layer.horizontal_pixel(h_row, j, v_row[..., j:j + 1])
-                hidden = self.head.hidden(h)
-                for c in range(channels):
-                    logits = self.head.logits(hidden, x_in[..., i:i + 1, j:j + 1])
-                    k, log_p = _inverse_cdf(logits[:, :, c, 0, 0], u[:, c, i, j], temperature)
-                    x[:, c, i, j] = k.to(x.dtype) / (NUM_LEVELS - 1)
-                    x_in[:, c, i, j] = _scale(x[:, c, i, j])
-                    log_q += log_p
-        return x, log_q
-
-    def _vertical_row(self, x_in: Tensor, v_inputs: list[Tensor], row: int) -> list[Tensor]:
-        """Run the vertical stack along ``row`` (it reads rows above only), store each layer's
-        input in ``v_inputs`` and return each layer's contribution to the horizontal stack."""
-        v = self.first_vertical.at(x_in, row)
-        from_vertical = []
-        for layer, v_in in zip(cast("Sequence[_GatedLayer]", self.layers), v_inputs, strict=True):
-            v_in[..., row:row + 1, :] = v
-            v, to_horizontal = layer.vertical_row(v_in, row)
-            from_vertical.append(to_horizontal)
-        return from_vertical
+        """Cached sampler (:mod:`lit_ebm.generators.pixelcnn_sampler`)."""
+        return CachedSampler(self, u, temperature).run()

@@ -35,6 +35,7 @@ from lit_ebm.generators.flows import (
     chain_forward,
     chain_inverse,
 )
+from lit_ebm.precision import float32_layer
 from lit_ebm.registry import register
 
 
@@ -61,7 +62,8 @@ class _CouplingNet(nn.Module):
 
     Normalisation is per sample (GroupNorm), never over the batch, so a sample's density does not
     depend on its batch and is the same in train and eval mode. The output convolution starts at
-    zero, so every coupling starts as the identity.
+    zero, so every coupling starts as the identity. Under autocast the hidden layers run in the
+    run's precision and the output convolution in float32 (:mod:`lit_ebm.precision`).
     """
 
     def __init__(self, channels: int, num_blocks: int, hidden_channels: int) -> None:
@@ -79,7 +81,7 @@ class _CouplingNet(nn.Module):
         )
 
     def forward(self, h: Tensor) -> Tensor:
-        return self.layers(h)
+        return float32_layer(self.layers[-1], self.layers[:-1](h))
 
 
 class _AffineCoupling(MaskedAffineCoupling):
@@ -181,6 +183,7 @@ class RealNVP(FlowGenerator):
     """
 
     discrete = False
+    autocast_safe = True  # float32 from each coupling network's output layer on
 
     def __init__(
         self,
