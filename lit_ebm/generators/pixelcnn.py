@@ -132,7 +132,7 @@ class PixelCNN(Generator):
     """
 
     discrete = True
-    autocast_safe = True  # the stacks in the run's precision, the logits in float32
+    autocast_safe = True  # the gated layers in the run's precision, first layers and logits float32
 
     def __init__(self, image_shape: tuple[int, int, int], channels: int = 64,
                  dilations: Sequence[int] = (1, 2, 1, 4, 1, 2, 1), kernel_size: int = 3) -> None:
@@ -165,7 +165,8 @@ class PixelCNN(Generator):
         """Logits ``(B, 256, C, H, W)`` of every sub-pixel given the ones before it in ``x``."""
         self._check_images(x)
         x_in = _scale(x)
-        v, h = self.first_vertical(x_in), self.first_horizontal(x_in)
+        # float32 first layers under autocast: bf16 cannot tell all 256 input levels apart
+        v, h = float32_layer(self.first_vertical, x_in), float32_layer(self.first_horizontal, x_in)
         for layer in self.layers:
             v, h = layer(v, h)
         return self.head.logits(self.head.hidden(h), x_in)

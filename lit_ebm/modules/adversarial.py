@@ -193,7 +193,8 @@ class AdversarialEBM(GenerativeModule):
     def generate(self, num_samples: int, keep_graph: bool) -> GeneratedBatch:
         """Draw x- ~ q with log q(x-) (and log q0(x-) for a residual energy), with the graphs
         a generator step needs if ``keep_graph``. A discrete sample has no path to the
-        parameters: its log q is recomputed with gradient for the score-function estimator."""
+        parameters: its log q is recomputed by ``log_prob`` (with gradient for the
+        score-function estimator), the function and precision the data are scored with."""
         with torch.set_grad_enabled(keep_graph):
             x, log_q = self.sample_q(num_samples)
             expected = (num_samples, *self.generator.event_shape)
@@ -205,7 +206,7 @@ class AdversarialEBM(GenerativeModule):
                     "large as the data batch (docs/mathematics.md, the paper's setting)")
             if self.generator.discrete:
                 x = x.detach()
-                log_q = self.log_q(x) if keep_graph else log_q
+                log_q = self.log_q(x)
             base = None
             if isinstance(self.energy, ResidualEnergy):
                 base = density_call(self.energy.base, x.device.type, self.energy.base.log_prob, x)

@@ -126,7 +126,10 @@ class GenerativeModule(pl.LightningModule):
                      batch_size=len(log_q))
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        stats = self.likelihood_stats(self.log_q(batch))
+        """Validation likelihood in the parameters' precision (float32) whatever the
+        Trainer's: the figure that ranks checkpoints is the one ``lit_ebm.evaluate`` reports."""
+        with torch.autocast(batch.device.type, enabled=False):
+            stats = self.likelihood_stats(self.log_q(batch))
         self.val_nll.update(stats["nll"])
         self.log("val/nll", self.val_nll, prog_bar=not self.images)
         if self.images:
