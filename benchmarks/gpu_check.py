@@ -3,11 +3,14 @@
 On CIFAR-10-shaped data (random images in torchvision's format, so no download is needed) and
 the models of ``configs/cifar10_{realnvp,pixelcnn}_adversarial.yaml`` at their batch size:
 
-- images/s of maximum-likelihood and adversarial training steps of both generators, in
-  ``32-true`` and ``bf16-mixed`` (the functions of benchmarks/throughput.py, on the GPU);
+- images/s of maximum-likelihood and adversarial training steps of both generators on the
+  previous path (``32-true``, the PixelCNN's previous cached sampler) and the current one
+  (``bf16-mixed``, the current sampler), with the functions of benchmarks/throughput.py;
 - the discriminator logits of one batch under bf16 autocast against float32 (lit_ebm computes
   log-densities in float32 under any precision: the difference should be float32 rounding);
-- generator sampling images/s (the PixelCNN's cached sampler, and the RealNVP);
+- sampling seconds of 64 and 1,000 images: the PixelCNN's previous and current cached samplers,
+  and the current one replayed as one CUDA graph (every position's kernels captured once, so
+  no Python runs per position), and the RealNVP;
 - with more than one GPU, a 2-process DDP adversarial run through ``python -m lit_ebm.fit``.
 
 Results are written to ``benchmarks/results/gpu.json`` after every section, so a run cut short
@@ -29,9 +32,20 @@ from typing import Any
 
 import torch
 from results_file import RESULTS_DIR
-from throughput import REPO, _setup, images_per_second, samples_per_second
+from throughput import (
+    REPO,
+    _median_seconds,
+    _setup,
+    images_per_second,
+    previous_sampler,
+    sampling_seconds,
+)
 
 from lit_ebm import objectives
+from lit_ebm.build import build_generator
+from lit_ebm.config import load_config
+from lit_ebm.data import event_shape
+from lit_ebm.generators.pixelcnn_sampler import CachedSampler
 
 sys.path.insert(0, str(REPO))
 from tests.fake_data import write_cifar10  # noqa: E402
@@ -41,7 +55,7 @@ CONFIGS = {"realnvp": "configs/cifar10_realnvp_adversarial.yaml",
 # (timed steps, warm-up steps): the PixelCNN's adversarial step samples a batch pixel by pixel
 STEPS = {("realnvp", "mle"): (20, 5), ("realnvp", "adversarial"): (20, 5),
          ("pixelcnn", "mle"): (20, 5), ("pixelcnn", "adversarial"): (3, 1)}
-PRECISIONS = ("32-true", "bf16-mixed")
+PATHS = {"previous": "32-true", "current": "bf16-mixed"}
 NUM_TRAIN = 2000  # random CIFAR-10-shaped training images, 100 of them held out for validation
 
 
@@ -57,15 +71,15 @@ def overrides(root: Path, batch_size: int | None) -> list[str]:
     return settings + ([f"data.batch_size={batch_size}"] if batch_size else [])
 
 
-def training_steps(root: Path, batch_size: int | None, precisions: tuple[str, ...]
-                   ) -> dict[str, Any]:
-    """Images/s of every (generator, objective, precision)."""
+def training_steps(root: Path, batch_size: int | None, paths: dict[str, str]) -> dict[str, Any]:
+    """Images/s of every (generator, objective, path)."""
     results: dict[str, Any] = {}
     for (generator, objective), (steps, warmup) in STEPS.items():
-        for precision in precisions:
-            results[f"{generator}/{objective}/{precision}"] = images_per_second(
-                str(REPO / CONFIGS[generator]), objective, steps, warmup, accelerator="gpu",
-                precision=precision, overrides=overrides(root, batch_size))
+        for path, precision in paths.items():
+            with previous_sampler(path == "previous"):
+                results[f"{generator}/{objective}/{path}"] = images_per_second(
+                    str(REPO / CONFIGS[generator]), objective, steps, warmup, accelerator="gpu",
+                    precision=precision, overrides=overrides(root, batch_size))
     return results
 
 
@@ -97,10 +111,45 @@ def logit_agreement(root: Path, batch_size: int | None) -> dict[str, Any]:
     return results
 
 
+@torch.no_grad()
+def graphed_sampling_seconds(config: str, num_samples: int, repeats: int) -> float:
+    """Median seconds of the PixelCNN's current cached sampler replayed as one CUDA graph,
+    fresh uniforms copied into its static input before each replay."""
+    cfg = load_config([config], [])
+    torch.manual_seed(0)
+    generator = build_generator(cfg.model.generator, event_shape(cfg.data)).cuda().eval()
+    u = torch.rand(num_samples, *generator.event_shape, device="cuda", dtype=torch.float64)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside the capture, as CUDA graphs require
+        CachedSampler(generator, u, 1.0).run()
+    torch.cuda.current_stream().wait_stream(side)
+    sampler = CachedSampler(generator, u, 1.0)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        sampler.log_q.zero_()
+        sampler.run()
+
+    def replay() -> None:
+        sampler.u.copy_(torch.rand_like(u).permute(2, 3, 1, 0))
+        graph.replay()
+
+    return _median_seconds(replay, repeats)
+
+
 def sampling(root: Path, batch_size: int | None) -> dict[str, Any]:
-    return {generator: samples_per_second(str(REPO / config), repeats=3, device="cuda",
-                                          overrides=overrides(root, batch_size))
-            for generator, config in CONFIGS.items()}
+    """Seconds to draw 64 and 1,000 images with each sampler."""
+    results: dict[str, Any] = {}
+    for n in (64, 1000):
+        for path in ("previous", "current"):
+            results[f"pixelcnn/{n}/{path}"] = sampling_seconds(
+                str(REPO / CONFIGS["pixelcnn"]), n, 3, previous=path == "previous",
+                device="cuda")
+        results[f"pixelcnn/{n}/current_cuda_graph"] = graphed_sampling_seconds(
+            str(REPO / CONFIGS["pixelcnn"]), n, 3)
+        results[f"realnvp/{n}"] = sampling_seconds(str(REPO / CONFIGS["realnvp"]), n, 3,
+                                                   previous=False, device="cuda")
+    return results
 
 
 def ddp(out: Path) -> dict[str, Any]:
@@ -138,17 +187,17 @@ def main() -> int:
         print("gpu_check: no CUDA GPU is visible (torch.cuda.is_available() is False); nothing "
               "was measured. Run it on a machine with a GPU.", file=sys.stderr)
         return 2
-    precisions = PRECISIONS if torch.cuda.is_bf16_supported() else PRECISIONS[:1]
+    paths = PATHS if torch.cuda.is_bf16_supported() else {"previous": PATHS["previous"]}
     path = RESULTS_DIR / "gpu.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"machine": machine(), "precisions": list(precisions)}
+    results: dict[str, Any] = {"machine": machine(), "paths": paths}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "cifar10"
         write_cifar10(root, num_train=NUM_TRAIN, num_test=10)
         run_section(results, "logit_agreement", lambda: logit_agreement(root, args.batch_size),
                     path)
         run_section(results, "training_steps",
-                    lambda: training_steps(root, args.batch_size, precisions), path)
+                    lambda: training_steps(root, args.batch_size, paths), path)
         run_section(results, "sampling", lambda: sampling(root, args.batch_size), path)
         if torch.cuda.device_count() > 1:
             run_section(results, "ddp_2_processes", lambda: ddp(Path(tmp) / "runs"), path)

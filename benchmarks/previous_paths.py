@@ -47,14 +47,13 @@ def _conv_along(conv: nn.Conv2d, x: Tensor, row: int) -> Tensor:
 
 
 @torch.no_grad()
-def previous_cached_sample(model: PixelCNN, num_samples: int,
-                           temperature: float = 1.0) -> tuple[Tensor, Tensor]:
-    """``(x, log_q)`` as the previous ``PixelCNN.sample(num_samples)`` drew them, from the same
-    uniforms (one per sub-pixel, drawn up front in the same order)."""
+def previous_cached_sampler(model: PixelCNN, u: Tensor,
+                            temperature: float) -> tuple[Tensor, Tensor]:
+    """``(x, log_q)`` as the previous ``PixelCNN._sample_fast`` drew them from the uniforms ``u``
+    (one per sub-pixel); patch it in for ``PixelCNN._sample_fast`` to time the previous path."""
     param = next(model.parameters())
-    u = torch.rand(num_samples, *model.event_shape, device=param.device, dtype=torch.float64)
     x = torch.zeros(u.shape, device=param.device, dtype=param.dtype)
-    log_q = torch.zeros(num_samples, device=param.device, dtype=torch.float64)
+    log_q = torch.zeros(u.shape[0], device=param.device, dtype=torch.float64)
     x_in = 2.0 * x - 1.0
     n, channels, height, width = x.shape
     layers = list(model.layers)
@@ -82,4 +81,4 @@ def previous_cached_sample(model: PixelCNN, num_samples: int,
                 x[:, c, i, j] = k.to(x.dtype) / (NUM_LEVELS - 1)
                 x_in[:, c, i, j] = 2.0 * x[:, c, i, j] - 1.0
                 log_q += log_p
-    return x, log_q.to(param.dtype)
+    return x, log_q

@@ -1,28 +1,27 @@
-"""Training throughput: data images per second of a maximum-likelihood step and of an
-adversarial step (one energy step plus one generator step) with the same generator and batch,
-and generator samples per second, for the RealNVP and for the PixelCNN.
+"""Training and sampling throughput, the previous path against the current one, side by side in
+one process: for the RealNVP and for the PixelCNN, the maximum-likelihood step, the adversarial
+step (one energy step plus one generator step) and generator sampling of 64 and 1,000 images.
 
-For the RealNVP it also measures
+- **previous**: ``32-true`` (every network in float32), contiguous memory
+  (``model.channels_last=false``) and, for the PixelCNN, the previous cached sampler
+  (``benchmarks/previous_paths.py``);
+- **current**: ``--precision`` (default ``bf16-mixed`` where this machine computes bf16 natively,
+  else ``32-true``: the generators' and the energy's hidden layers in bf16, every log-density in
+  float32), channels-last memory (the default) and the current cached sampler, which runs in
+  float32 under any precision.
 
-- the passes an adversarial step cannot avoid, timed one by one, and the ratio to the ML step
-  they imply (the floor): the data encoded under q and under q_init without gradient, one
-  decode of the generated batch with its encode under q_init and the energy net, forward and
-  backward (the generator step), and the energy net's forward and backward on both batches
-  (the energy step);
-- Lightning's overhead: images/s of the same ML step (model, batch, data, Adam, clipping)
-  through the Trainer and in a plain PyTorch loop, both from the median time between the ends
-  of consecutive steps (data loading and every hook included).
+Ratios are previous time over current time (keys ending in ``speedup``); steps of the two paths
+alternate within each of ``--rounds`` rounds and the median round is kept (this machine's speed
+drifts by several percent from minute to minute). It also reports, for the current path, the
+adversarial-to-ML step ratio, the passes an adversarial RealNVP step cannot avoid (its floor),
+the ML step with and without channels-last memory, and Lightning's overhead over a plain
+PyTorch loop (float32, contiguous).
+``torch.compile`` is not used on either path.
 
-The RealNVP figures are taken in ``--rounds`` rounds, the two sides of each comparison one
-after the other, and the median over rounds is reported (this machine's speed drifts by
-several percent from minute to minute).
-
-Usage: ``python benchmarks/throughput.py [--steps N] [--warmup N] [--rounds N] [--config FILE]
-[--pixelcnn-config FILE]``. Times the models of ``configs/mnist5k_realnvp_adversarial.yaml``
-(the RealNVP of ``configs/mnist5k_realnvp_mle.yaml`` and a conv energy) and
-``configs/mnist5k_pixelcnn_adversarial.yaml`` on the bundled mnist5k data; prints the figures
-and writes ``benchmarks/results/throughput.json`` (RealNVP figures at the top level, PixelCNN
-figures under ``pixelcnn``).
+Usage: ``python benchmarks/throughput.py [--steps N] [--warmup N] [--rounds N]
+[--precision P]``; times the models of ``configs/mnist5k_{realnvp,pixelcnn}_adversarial.yaml`` at
+their batch size on the bundled mnist5k data, prints the figures and writes
+``benchmarks/results/throughput.json``.
 """
 
 from __future__ import annotations
@@ -31,20 +30,28 @@ import argparse
 import platform
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytorch_lightning as pl
 import torch
+from previous_paths import previous_cached_sampler
 from pytorch_lightning.callbacks import Callback
 from results_file import report
 
 from lit_ebm.build import build_generator, build_module
 from lit_ebm.config import load_config
 from lit_ebm.data import build_datamodule, event_shape
+from lit_ebm.generators import PixelCNN
+from lit_ebm.precision import bf16_supported
 
 REPO = Path(__file__).resolve().parent.parent
+PREVIOUS = ["model.channels_last=false"]  # the previous path's memory format
+CONFIGS = {"realnvp": "configs/mnist5k_realnvp_adversarial.yaml",
+           "pixelcnn": "configs/mnist5k_pixelcnn_adversarial.yaml"}
 
 
 class StepTimer(Callback):
@@ -74,12 +81,20 @@ def synchronised_time() -> float:
     return time.perf_counter()
 
 
+@contextmanager
+def previous_sampler(previous: bool) -> Iterator[None]:
+    """The block with the PixelCNN's previous cached sampler in place of the current one."""
+    with mock.patch.object(PixelCNN, "_sample_fast", previous_cached_sampler) if previous \
+            else nullcontext():
+        yield
+
+
 def _setup(config: str, objective: str, overrides: Sequence[str] = ()) -> tuple[Any, Any, Any]:
     """The config, a freshly seeded module and the DataModule of a timing run; ``overrides``
     are ``key=value`` settings applied last."""
     cfg = load_config([config], [f"model.objective={objective}", "model.generator_init=null",
                                  "eval.every_n_epochs=0", *overrides])
-    pl.seed_everything(0)
+    pl.seed_everything(0, verbose=False)
     module = build_module(cfg, event_shape(cfg.data))
     datamodule = build_datamodule(cfg.data, dequantise=not module.generator.discrete)
     return cfg, module, datamodule
@@ -112,8 +127,8 @@ def images_per_second(config: str, objective: str, steps: int, warmup: int,
 
 def plain_loop_images_per_second(config: str, steps: int, warmup: int) -> dict[str, float]:
     """The ML step of :func:`images_per_second` without Lightning: the same seeded model, data
-    loader, loss, Adam settings and gradient clipping, in a plain PyTorch loop."""
-    cfg, module, datamodule = _setup(config, "mle")
+    loader, loss, Adam settings and gradient clipping, in a plain PyTorch loop (float32)."""
+    cfg, module, datamodule = _setup(config, "mle", PREVIOUS)
     datamodule.setup("fit")
     generator = module.generator.train()
     optim = cfg.model.generator_optim
@@ -138,20 +153,26 @@ def plain_loop_images_per_second(config: str, steps: int, warmup: int) -> dict[s
             "end_to_end_images_per_second": _end_to_end(ends, warmup, batch_size)}
 
 
-def _median_seconds(work: Any, repeats: int) -> float:
+def _median_seconds(work: Callable[[], Any], repeats: int) -> float:
     work()  # warm-up
     seconds = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = synchronised_time()
         work()
-        seconds.append(time.perf_counter() - start)
+        seconds.append(synchronised_time() - start)
     return statistics.median(seconds)
 
 
-def adversarial_floor(config: str, repeats: int) -> dict[str, float]:
+def _autocast(precision: str) -> Any:
+    return (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16-mixed"
+            else nullcontext())
+
+
+def adversarial_floor(config: str, repeats: int, precision: str,
+                      overrides: Sequence[str] = ()) -> dict[str, float]:
     """Median times of the passes an adversarial step needs (residual energy, continuous
-    generator), and the adversarial-to-ML step ratio they imply."""
-    _, module, datamodule = _setup(config, "adversarial")
+    generator) under ``precision``, and the adversarial-to-ML step ratio they imply."""
+    _, module, datamodule = _setup(config, "adversarial", overrides)
     datamodule.setup("fit")
     x = next(iter(datamodule.train_dataloader()))
     generator, energy = module.generator, module.energy
@@ -174,9 +195,10 @@ def adversarial_floor(config: str, repeats: int) -> dict[str, float]:
         net.zero_grad()
         torch.cat([net(x), net(x.flip(0))]).mean().backward()
 
-    times = {name: _median_seconds(work, repeats) for name, work in (
-        ("ml_step", ml_step), ("encode_without_gradient", encode_without_gradient),
-        ("generator_pass", generator_pass), ("energy_pass", energy_pass))}
+    with _autocast(precision):
+        times = {name: _median_seconds(work, repeats) for name, work in (
+            ("ml_step", ml_step), ("encode_without_gradient", encode_without_gradient),
+            ("generator_pass", generator_pass), ("energy_pass", energy_pass))}
     floor = (2 * times["encode_without_gradient"] + times["generator_pass"]
              + times["energy_pass"])
     return {**{f"{name}_seconds": value for name, value in times.items()},
@@ -184,90 +206,129 @@ def adversarial_floor(config: str, repeats: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def samples_per_second(config: str, repeats: int, device: str = "cpu",
-                       overrides: Sequence[str] = ()) -> dict[str, float]:
-    """Median wall time of ``generator.sample(batch_size)`` (untrained weights; the cost of
-    sampling does not depend on them)."""
-    cfg = load_config([config], list(overrides))
+def sampling_seconds(config: str, num_samples: int, repeats: int, previous: bool,
+                     device: str = "cpu") -> float:
+    """Median wall time of ``generator.sample(num_samples)`` in float32 (untrained weights:
+    the cost of sampling does not depend on them)."""
+    cfg = load_config([config], [])
     torch.manual_seed(0)
-    generator = build_generator(cfg.model.generator, event_shape(cfg.data)).eval().to(device)
-    generator.sample(2)  # warm-up
-    seconds = []
-    for _ in range(repeats):
-        start = synchronised_time()
-        generator.sample(cfg.data.batch_size)
-        seconds.append(synchronised_time() - start)
-    median = statistics.median(seconds)
-    return {"num_samples": cfg.data.batch_size, "median_seconds": median,
-            "images_per_second": cfg.data.batch_size / median, "repeats": repeats}
+    generator = build_generator(cfg.model.generator, event_shape(cfg.data)).to(device).eval()
+    with previous_sampler(previous):
+        return _median_seconds(lambda: generator.sample(num_samples), repeats)
 
 
-def _median_round(measured: list[tuple[float, Any, Any]]) -> tuple[float, Any, Any]:
-    """The round whose figure (first item) is the median of the rounds."""
-    return sorted(measured, key=lambda entry: entry[0])[len(measured) // 2]
+def _median_round(measured: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The round whose ``key`` is the median of the rounds."""
+    return sorted(measured, key=lambda entry: entry[key])[len(measured) // 2]
 
 
-def throughput(config: str, steps: int, warmup: int, sample_repeats: int,
-               rounds: int) -> dict[str, Any]:
-    """Every figure of one config's generator; ML and adversarial steps in ``rounds`` rounds,
-    with the figures of the round whose adversarial-to-ML ratio is the median."""
+def steps_side_by_side(config: str, steps: int, warmup: int, rounds: int,
+                       precision: str) -> dict[str, Any]:
+    """ML and adversarial steps of both paths, alternating, in ``rounds`` rounds; the figures
+    of the round whose adversarial-step speedup is the median."""
     measured = []
     for _ in range(rounds):
-        mle, adversarial = (images_per_second(config, objective, steps, warmup)
-                            for objective in ("mle", "adversarial"))
-        ratio = adversarial["median_step_seconds"] / mle["median_step_seconds"]
-        measured.append((ratio, mle, adversarial))
-    ratio, mle, adversarial = _median_round(measured)
-    return {"config": Path(config).name, "mle": mle, "adversarial": adversarial,
-            "adversarial_over_mle_time": ratio,
-            "adversarial_over_mle_time_rounds": [entry[0] for entry in measured],
-            "sampling": samples_per_second(config, sample_repeats)}
+        entry: dict[str, Any] = {}
+        for objective in ("mle", "adversarial"):
+            for path, path_precision in (("previous", "32-true"), ("current", precision)):
+                with previous_sampler(path == "previous"):
+                    entry[f"{objective}_{path}"] = images_per_second(
+                        config, objective, steps, warmup, precision=path_precision,
+                        overrides=PREVIOUS if path == "previous" else ())
+        seconds = {key: value["median_step_seconds"] for key, value in entry.items()}
+        entry["ml_step_speedup"] = seconds["mle_previous"] / seconds["mle_current"]
+        entry["adversarial_step_speedup"] = (seconds["adversarial_previous"]
+                                             / seconds["adversarial_current"])
+        entry["adversarial_over_ml_previous"] = (seconds["adversarial_previous"]
+                                                 / seconds["mle_previous"])
+        entry["adversarial_over_ml_current"] = (seconds["adversarial_current"]
+                                                / seconds["mle_current"])
+        measured.append(entry)
+    chosen = _median_round(measured, "adversarial_step_speedup")
+    return {**chosen, "adversarial_step_speedup_rounds": [
+        entry["adversarial_step_speedup"] for entry in measured], "ml_step_speedup_rounds": [
+        entry["ml_step_speedup"] for entry in measured]}
+
+
+def sampling_side_by_side(config: str, sizes: Sequence[int], repeats: int) -> dict[str, Any]:
+    """Sampling seconds of both samplers at each size (the PixelCNN; a flow has one sampler)."""
+    out: dict[str, Any] = {}
+    for n in sizes:
+        previous = sampling_seconds(config, n, repeats, previous=True)
+        current = sampling_seconds(config, n, repeats, previous=False)
+        out[f"sampling_{n}"] = {"previous_seconds": previous, "current_seconds": current,
+                                "speedup": previous / current}
+    return out
+
+
+def channels_last_speedup(config: str, steps: int, warmup: int, precision: str) -> dict[str, Any]:
+    """The current path's ML step with its channels-last memory against without it."""
+    without = images_per_second(config, "mle", steps, warmup, precision=precision,
+                                overrides=PREVIOUS)
+    last = images_per_second(config, "mle", steps, warmup, precision=precision)
+    return {"contiguous_seconds": without["median_step_seconds"],
+            "channels_last_seconds": last["median_step_seconds"],
+            "speedup": without["median_step_seconds"] / last["median_step_seconds"]}
 
 
 def lightning_overhead(config: str, steps: int, warmup: int, rounds: int) -> dict[str, Any]:
-    """Images/s of the ML step in a plain loop and through the Trainer, one after the other in
-    each round; the overhead (plain over Trainer, minus 1) of the median round, in percent."""
+    """Images/s of the float32 ML step in a plain loop and through the Trainer, one after the
+    other in each round; the overhead (plain over Trainer, minus 1) of the median round."""
     measured = []
     for _ in range(rounds):
         plain = plain_loop_images_per_second(config, steps, warmup)
-        lightning = images_per_second(config, "mle", steps, warmup)
-        overhead = 100 * (plain["end_to_end_images_per_second"]
-                          / lightning["end_to_end_images_per_second"] - 1)
-        measured.append((overhead, plain, lightning))
-    overhead, plain, lightning = _median_round(measured)
-    return {"plain_loop_images_per_second": plain["end_to_end_images_per_second"],
-            "plain_loop_median_step_seconds": plain["median_step_seconds"],
-            "lightning_images_per_second": lightning["end_to_end_images_per_second"],
-            "lightning_median_step_seconds": lightning["median_step_seconds"],
-            "overhead_percent": overhead,
-            "overhead_percent_rounds": [entry[0] for entry in measured]}
+        lightning = images_per_second(config, "mle", steps, warmup, overrides=PREVIOUS)
+        measured.append({"plain_loop_images_per_second": plain["end_to_end_images_per_second"],
+                         "lightning_images_per_second": lightning[
+                             "end_to_end_images_per_second"],
+                         "overhead_percent": 100 * (plain["end_to_end_images_per_second"]
+                                                    / lightning["end_to_end_images_per_second"]
+                                                    - 1)})
+    chosen = _median_round(measured, "overhead_percent")
+    return {**chosen, "overhead_percent_rounds": [entry["overhead_percent"]
+                                                  for entry in measured]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(REPO / "configs/mnist5k_realnvp_adversarial.yaml"))
-    parser.add_argument("--pixelcnn-config",
-                        default=str(REPO / "configs/mnist5k_pixelcnn_adversarial.yaml"))
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sample-repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the RealNVP figures")
+    parser.add_argument("--precision", choices=["32-true", "bf16-mixed"],
+                        default="bf16-mixed" if bf16_supported("cpu") else "32-true")
     args = parser.parse_args()
+    realnvp, pixelcnn = (str(REPO / CONFIGS[name]) for name in ("realnvp", "pixelcnn"))
     results: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, "
-                   f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
-        **throughput(args.config, args.steps, args.warmup, args.sample_repeats, args.rounds),
-        "adversarial_floor": adversarial_floor(args.config, args.steps),
-        "lightning_overhead": lightning_overhead(args.config, args.steps, args.warmup,
-                                                 args.rounds),
-        "pixelcnn": throughput(args.pixelcnn_config, args.steps, args.warmup,
-                               args.sample_repeats, rounds=1),
+                   f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+                   f"bf16 native: {bf16_supported('cpu')}",
+        "current_precision": args.precision,
+        "realnvp": {
+            **steps_side_by_side(realnvp, args.steps, args.warmup, args.rounds, args.precision),
+            "sampling_64_seconds": sampling_seconds(realnvp, 64, args.sample_repeats, False),
+            "floor_previous": adversarial_floor(realnvp, args.steps, "32-true", PREVIOUS),
+            "floor_current": adversarial_floor(realnvp, args.steps, args.precision),
+            "channels_last_ml_step": channels_last_speedup(realnvp, args.steps, args.warmup,
+                                                           args.precision),
+            "lightning_overhead": lightning_overhead(realnvp, args.steps, args.warmup,
+                                                     args.rounds),
+        },
+        "pixelcnn": {
+            **steps_side_by_side(pixelcnn, args.steps, args.warmup, args.rounds, args.precision),
+            **sampling_side_by_side(pixelcnn, (64, 1000), args.sample_repeats),
+            "channels_last_ml_step": channels_last_speedup(pixelcnn, args.steps, args.warmup,
+                                                           args.precision),
+        },
     }
     report("throughput", results)
-    print(f"RealNVP adversarial/ML step time: measured "
-          f"{results['adversarial_over_mle_time']:.2f}, floor implied by the passes "
-          f"{results['adversarial_floor']['floor_over_ml_step']:.2f}; Lightning overhead "
-          f"{results['lightning_overhead']['overhead_percent']:.1f}%")
+    for name in ("realnvp", "pixelcnn"):
+        r = results[name]
+        print(f"{name}: ML step {r['ml_step_speedup']:.2f}x, adversarial step "
+              f"{r['adversarial_step_speedup']:.2f}x; adversarial/ML "
+              f"{r['adversarial_over_ml_previous']:.2f} -> {r['adversarial_over_ml_current']:.2f}")
+    for n in (64, 1000):
+        print(f"pixelcnn sampling {n}: {results['pixelcnn'][f'sampling_{n}']['speedup']:.2f}x")
 
 
 if __name__ == "__main__":

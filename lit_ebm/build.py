@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 from lit_ebm.averaging import EMA_KEY, GeneratorEMA
@@ -97,6 +98,13 @@ def build_module(cfg: Config, event_shape: tuple[int, ...]) -> GenerativeModule:
     generator = build_generator(model.generator, event_shape)
     if model.generator_init is not None and cfg.ckpt_path is None:
         load_generator_weights(generator, model.generator_init, model.generator.name)
+    module = _build_module(cfg, generator, event_shape)
+    return module.to(memory_format=torch.channels_last) if model.channels_last else module
+
+
+def _build_module(cfg: Config, generator: Generator,
+                  event_shape: tuple[int, ...]) -> GenerativeModule:
+    model = cfg.model
     if model.objective == "mle":
         return MaximumLikelihood(generator, asdict(model.generator_optim), model.lr_schedule)
     energy = build_energy(model.energy, event_shape, generator)

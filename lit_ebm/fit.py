@@ -22,6 +22,7 @@ import torch
 
 from lit_ebm.build import build_module, build_sample_quality, check_resume
 from lit_ebm.callbacks import Toy2dPartitionFunction
+from lit_ebm.compilation import compile_networks
 from lit_ebm.config import Config, load_config, to_yaml, unused_overrides
 from lit_ebm.console import run_console
 from lit_ebm.data import build_datamodule, event_shape
@@ -39,7 +40,7 @@ from lit_ebm.launch import (
 from lit_ebm.modules.base import GenerativeModule
 from lit_ebm.provenance import SOURCE_ROOT, git_state, provenance, write_provenance
 from lit_ebm.runs import create_run_dir, next_run_dir, remove_created, resolve_ckpt_path
-from lit_ebm.trainer import build_trainer, check_trainer_settings
+from lit_ebm.trainer import accelerator_type, build_trainer, check_trainer_settings
 
 
 def check_batch_size(cfg: Config, train_size: int, processes: int) -> None:
@@ -79,6 +80,8 @@ def train(cfg: Config) -> Path:
     launch = current_launch(per_node, cfg.trainer.num_nodes)
     check_process_count(launch, cfg.trainer.devices, per_node, cfg.trainer.num_nodes)
     module = build_module(cfg, event_shape(cfg.data))
+    if cfg.model.compile:
+        compile_networks(module.networks(), accelerator_type(cfg.trainer.accelerator))
     datamodule = build_datamodule(cfg.data, dequantise=not module.generator.discrete)
     datamodule.prepare_data()
     datamodule.setup("fit")

@@ -34,6 +34,18 @@ def float32_layer(layer: nn.Module, h: Tensor) -> Tensor:
         return layer(at_least_float32(h))
 
 
+def bf16_supported(device_type: str) -> bool:
+    """Whether ``device_type`` computes bf16 natively (a CPU with AVX-512 BF16 or AMX, a GPU
+    that torch reports bf16 support for): where ``bf16-mixed`` can pay. Elsewhere bf16 is
+    emulated and slower than float32."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type != "cpu":
+        return False
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def autocast_safe(network: nn.Module) -> bool:
     """Whether ``network`` declares float32 outputs under autocast (``autocast_safe = True``)."""
     return bool(getattr(network, "autocast_safe", False))

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 from torchvision.utils import save_image
-from tqdm import tqdm
 
+from lit_ebm.compilation import compile_networks
 from lit_ebm.errors import (
     EXIT_USAGE,
     ConfigError,
@@ -30,6 +30,7 @@ from lit_ebm.evaluation.report import prepare_out
 from lit_ebm.evaluation.settings import default_device, torch_device
 from lit_ebm.generators import to_levels
 from lit_ebm.modules import AdversarialEBM
+from lit_ebm.progress import Progress
 from lit_ebm.sampling import DEFAULTS, METHODS, sample_ebm
 
 PROG = "python -m lit_ebm.sample"
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default=None, metavar="NAME",
                         help="the data set, for checkpoints that do not record it")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the networks (a first call of minutes on a CPU; "
+                             "eager, said in one line, where it cannot work)")
     return parser
 
 
@@ -86,6 +90,8 @@ def draw(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"invalid value {device!r} for '--device': expected {expected}")
     checkpoint = load_checkpoint(args.ckpt, args.data, device)
     module = checkpoint.module
+    if args.compile:
+        compile_networks(module.networks(), torch.device(device).type)
     options = {name: getattr(args, name) for name in OPTION_FLAGS
                if getattr(args, name) is not None}
     if args.base_mixture:
@@ -94,8 +100,7 @@ def draw(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     prepare_out(out)
     torch.manual_seed(args.seed)
-    with tqdm(total=args.num_samples, desc=args.method, unit="img", disable=None,
-              file=sys.stderr) as bar:
+    with Progress(args.num_samples, args.method) as bar:
         samples = sample_ebm(module.generator, energy, args.num_samples, args.method,
                              batch_size=args.batch_size, progress=bar.update, **options)
     try:

@@ -23,6 +23,12 @@ from lit_ebm.callbacks import ConfiguredOptimizerSettings, SampleFigures, StepCh
 from lit_ebm.config import Config, TrainerConfig
 from lit_ebm.errors import ConfigError, first_line
 from lit_ebm.loggers import build_loggers
+from lit_ebm.precision import bf16_supported
+
+
+def accelerator_type(accelerator: str) -> str:
+    """The device type (cpu, cuda, mps, tpu) that ``trainer.accelerator`` resolves to here."""
+    return _available_devices(accelerator)[0]
 
 
 def _available_devices(accelerator: str) -> tuple[str, int]:
@@ -86,13 +92,22 @@ def training_strategy(cfg: Config, processes: int) -> str:
     return unused if unused in StrategyRegistry else strategy
 
 
+def resolved_precision(trainer: TrainerConfig) -> str:
+    """``trainer.precision``, with ``auto`` resolved for the accelerator the run gets:
+    ``bf16-mixed`` where it computes bf16 natively (lit_ebm.precision), else ``32-true``."""
+    if trainer.precision != "auto":
+        return trainer.precision
+    return "bf16-mixed" if bf16_supported(accelerator_type(trainer.accelerator)) else "32-true"
+
+
 def build_trainer(cfg: Config, run_dir: Path, monitor: str | None, extra_callbacks: list[Callback],
                   processes: int) -> pl.Trainer:
     """The Trainer for ``cfg`` over ``processes`` processes, writing into ``run_dir``, with
     ``extra_callbacks`` after the checkpoint and sample callbacks; a logger whose package is
     missing and settings that Lightning rejects become a :class:`ConfigError`. Creates nothing
     on disk but an MLflow logger's file store in ``run_dir``."""
-    trainer_args = {**asdict(cfg.trainer), "strategy": training_strategy(cfg, processes)}
+    trainer_args = {**asdict(cfg.trainer), "strategy": training_strategy(cfg, processes),
+                    "precision": resolved_precision(cfg.trainer)}
     for key in ("limit_train_batches", "limit_val_batches"):  # Lightning's default, said
         if trainer_args[key] == 1.0 and isinstance(trainer_args[key], float):  # without a note
             trainer_args[key] = None

@@ -67,7 +67,7 @@ def input_gradients(model: PixelCNN, image_shape: tuple[int, int, int],
     element per position; images do not interact)."""
     x = random_images(image_shape, 1).expand(len(positions), -1, -1, -1).clone()
     x.requires_grad_(True)
-    logits = model.logits(x)
+    logits = model(x)
     index = torch.tensor(positions)
     selected = logits[torch.arange(len(positions)), :, index[:, 0], index[:, 1], index[:, 2]]
     projection = torch.randn(256, generator=torch.Generator().manual_seed(3))

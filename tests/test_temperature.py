@@ -17,7 +17,7 @@ def test_pixelcnn_single_subpixel_follows_tempered_softmax() -> None:
     model = PixelCNN((1, 1, 1), channels=8, dilations=[1])
     with torch.no_grad():  # a peaked enough distribution for temperature to matter
         model.head.out.bias.copy_(torch.linspace(-3.0, 3.0, 256))
-    logits = model.logits(torch.zeros(1, 1, 1, 1))[0, :, 0, 0, 0].detach().double()
+    logits = model(torch.zeros(1, 1, 1, 1))[0, :, 0, 0, 0].detach().double()
     temperature = 0.5
     x, log_q = model.sample(8000, temperature=temperature)
     counts = torch.bincount(torch.round(x * 255).long().flatten(), minlength=256)

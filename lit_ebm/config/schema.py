@@ -30,7 +30,7 @@ from lit_ebm.toy2d import TOY2D_SHAPES
 IMAGE_DATASETS = ("mnist5k", "mnist", "fashion_mnist", "cifar10")
 IMAGE_GENERATORS = ("realnvp", "pixelcnn")
 POINT_GENERATORS = ("realnvp2d", "mixture2d")
-PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16-true", "16", "bf16-mixed",
+PRECISIONS = ("auto", "32-true", "32", "64-true", "64", "16-mixed", "16-true", "16", "bf16-mixed",
               "bf16-true", "bf16")
 # The whole model in half precision cannot hold log-densities of thousands of nats: float16's
 # spacing near 2,400 is 2 nats, bfloat16's 16 (docs/mathematics.md, "Precision").
@@ -183,6 +183,12 @@ class ModelConfig:
     # decay of an EMA of the generator's weights, used for validation, samples and the
     # checkpoint's generator while training goes on from the raw weights; null: off
     generator_ema: float | None = setting(None, optional(decay))
+    # torch.compile the networks (lit_ebm.compilation): a first call of minutes on a CPU, off
+    # unless measured to pay for the run at hand (docs/results.md, "Throughput")
+    compile: bool = False
+    # convolution weights and activations in channels-last memory (faster oneDNN and cuDNN
+    # convolutions; the values are the same up to rounding)
+    channels_last: bool = True
 
 
 @dataclass
@@ -195,6 +201,8 @@ class TrainerConfig:
     devices: Any = setting("auto", devices)  # per node
     num_nodes: int = setting(1, positive)  # must match the nodes torchrun or srun started
     strategy: str = "auto"  # adversarial DDP runs get find_unused_parameters=True
+    # auto: bf16-mixed where the accelerator computes bf16 natively (a CPU with AVX-512 BF16 or
+    # AMX, a recent GPU), else 32-true; log-densities are float32 either way
     precision: str = setting("32-true", one_of(*PRECISIONS))
     limit_train_batches: int | float = setting(1.0, batch_limit(1))  # int: batches; float: share
     limit_val_batches: int | float = setting(1.0, batch_limit(0))

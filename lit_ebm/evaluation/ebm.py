@@ -18,12 +18,10 @@ Energies without a base density use q alone.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from lit_ebm.energy import ResidualEnergy
 from lit_ebm.evaluation.quality import batches
@@ -38,6 +36,7 @@ from lit_ebm.metrics import (
 )
 from lit_ebm.modules import AdversarialEBM
 from lit_ebm.precision import density_call
+from lit_ebm.progress import Progress
 from lit_ebm.sampling import annealed_log_weights
 
 
@@ -89,8 +88,7 @@ def draw_ebm(module: AdversarialEBM, num_samples: int, candidates: int, batch_si
     groups_per_batch = max(1, batch_size // candidates)
     first, resampled, chained, energy, log_q, log_q_base = [], [], [], [], [], []
     accepted = 0
-    with tqdm(total=num_samples * candidates, desc=f"{label}: samples", unit="img",
-              disable=None, file=sys.stderr) as progress:
+    with Progress(num_samples * candidates, f"{label}: samples") as progress:
         for n in batches(num_samples, groups_per_batch):
             fake = module.generate(n * candidates, keep_graph=False)
             e = fake.energy(module.energy_of)

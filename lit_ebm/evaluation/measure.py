@@ -24,7 +24,6 @@ floor of every figure. Deterministic for a given seed.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -33,8 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
+from lit_ebm.compilation import compile_networks
 from lit_ebm.config import DataConfig
 from lit_ebm.data import ImageDataModule, QuantisedImages
 from lit_ebm.errors import ConfigError, InvalidArgument, NonFiniteSamplesError
@@ -60,6 +59,7 @@ from lit_ebm.generators.base import sampler_at
 from lit_ebm.generators.flows import FlowGenerator
 from lit_ebm.metrics import precision_recall_density_coverage
 from lit_ebm.modules import AdversarialEBM
+from lit_ebm.progress import Progress
 
 NEAREST_NEIGHBOURS = 5  # k of precision/recall/density/coverage, as in both papers
 
@@ -178,8 +178,7 @@ def _mala_row(checkpoint: LoadedCheckpoint, module: AdversarialEBM,
     """The EBM's samples by MALA in its flow's latent space (:mod:`lit_ebm.sampling`), chains
     started at the generator's draws."""
     steps, burn_in = settings.mcmc_steps, settings.mcmc_burn_in
-    with tqdm(total=settings.num_samples, desc=f"{checkpoint.label}: MALA", unit="img",
-              disable=None, file=sys.stderr) as progress:
+    with Progress(settings.num_samples, f"{checkpoint.label}: MALA") as progress:
         drawn = module.sample(settings.num_samples, "mcmc", steps=steps, burn_in=burn_in,
                               batch_size=settings.batch_size, progress=progress.update)
     per_sample = drawn.seconds / settings.num_samples
@@ -235,15 +234,23 @@ def with_sample_metrics(rows: list[Row], reference: Reference, seed: int) -> lis
     distances = distances.to(real.device)
     distances.update(real, real=True)
     measured = []
-    for row in tqdm(rows, desc="metrics", disable=None, file=sys.stderr):
-        fake = image_features(extractor, row.images)
-        distances.update(fake, real=False)
-        values = {**distances.compute(seed=seed),
-                  **precision_recall_density_coverage(real, fake, NEAREST_NEIGHBOURS)}
-        distances.reset_fake()
-        measured.append(replace(row, features=extractor.name, num_samples=len(row.images),
-                                metrics=SampleMetrics(**values)))
+    with Progress(len(rows), "metrics", unit="rows") as progress:
+        for row in rows:
+            measured.append(_measured(row, extractor, real, distances, seed))
+            progress.update(1)
     return measured
+
+
+def _measured(row: Row, extractor: Any, real: Tensor, distances: FeatureDistances,
+              seed: int) -> Row:
+    """``row`` with its sample metrics against the real features ``real``."""
+    fake = image_features(extractor, row.images)
+    distances.update(fake, real=False)
+    values = {**distances.compute(seed=seed),
+              **precision_recall_density_coverage(real, fake, NEAREST_NEIGHBOURS)}
+    distances.reset_fake()
+    return replace(row, features=extractor.name, num_samples=len(row.images),
+                   metrics=SampleMetrics(**values))
 
 
 def load_reference(section: dict[str, Any], root: str | None, settings: EvaluationSettings,
@@ -282,6 +289,8 @@ def evaluate(settings: EvaluationSettings) -> EvaluationResults:
     start = time.perf_counter()
     device = torch.device(settings.device or default_device())
     checkpoints = [load_checkpoint(path, settings.data, device) for path in settings.checkpoints]
+    if settings.compile:
+        compile_networks([net for c in checkpoints for net in c.module.networks()], device.type)
     data_name = check_same_data(checkpoints)
     root = settings.data_root or checkpoints[0].data.get("root")
     reference = load_reference({**checkpoints[0].data, "name": data_name}, root, settings,

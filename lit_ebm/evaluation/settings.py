@@ -78,13 +78,16 @@ class EvaluationSettings:
     # chain per sample, instead of importance sampling (0: importance sampling)
     log_z_annealing: int = setting(0, non_negative)
     # an EBM over a flow: a row of samples by MALA in the flow's latent space, this many steps
-    # after mcmc_burn_in steps of step-size adaptation (0: no MALA row)
-    mcmc_steps: int = setting(100, non_negative)
+    # after mcmc_burn_in steps of step-size adaptation (0: no MALA row; each step is a decode,
+    # an energy and a backward pass per sample, so 100 + 100 steps cost minutes per 100 samples
+    # on a CPU: opt in)
+    mcmc_steps: int = setting(0, non_negative)
     mcmc_burn_in: int = setting(100, non_negative)
     # a row per temperature T != 1 for every checkpoint's generator: its samples at T (flows:
     # latent scaled by T; PixelCNN: logits / T), the baseline that trades recall for precision
     temperatures: list[float] = setting([], positive_numbers)
     device: str | None = setting(None, optional(torch_device))  # None: cuda when available
+    compile: bool = False  # torch.compile the networks (lit_ebm.compilation)
     command: str | None = None  # for results.json; None: the equivalent command line
 
     def check(self) -> None:

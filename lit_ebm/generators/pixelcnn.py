@@ -161,7 +161,7 @@ class PixelCNN(Generator):
             raise ValueError(f"expected images of shape (B, {shape}), got {tuple(x.shape)}; "
                              "reshape the batch or fix image_shape")
 
-    def logits(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, 256, C, H, W)`` of every sub-pixel given the ones before it in ``x``."""
         self._check_images(x)
         x_in = _scale(x)
@@ -178,7 +178,7 @@ class PixelCNN(Generator):
             raise ValueError(f"expected levels k / 255 in [0, 1] (the PixelCNN is discrete), got "
                              f"values in [{x.min().item():.4g}, {x.max().item():.4g}]; serve data "
                              "without dequantisation, as lit_ebm.data does for discrete generators")
-        log_p = -F.cross_entropy(self.logits(x), levels, reduction="none")
+        log_p = -F.cross_entropy(self(x), levels, reduction="none")
         return log_p.flatten(1).sum(1)
 
     @torch.no_grad()
@@ -214,7 +214,7 @@ class PixelCNN(Generator):
         for i in range(height):
             for j in range(width):
                 for c in range(channels):
-                    logits = self.logits(x)[:, :, c, i, j]
+                    logits = self(x)[:, :, c, i, j]
                     k, log_p = inverse_cdf(logits, u[:, c, i, j].contiguous())
                     x[:, c, i, j] = k.to(x.dtype) / (NUM_LEVELS - 1)
                     log_q += log_p

@@ -13,9 +13,9 @@ ones. The sampler therefore
 - per sub-pixel, runs only the head's output for that channel, and draws the level by inverse
   CDF in a preallocated float64 work space.
 
-The arithmetic is that of :meth:`PixelCNN.logits` in another order, so logits agree to float
-rounding and the images drawn agree with the full-network reference (``method="naive"``)
-unless a uniform falls within that rounding of a CDF boundary.
+The arithmetic is that of :meth:`PixelCNN.forward` (the logits) in another order, so logits
+agree to float rounding and the images drawn agree with the full-network reference
+(``method="naive"``) unless a uniform falls within that rounding of a CDF boundary.
 """
 
 from __future__ import annotations

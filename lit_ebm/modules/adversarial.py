@@ -173,6 +173,11 @@ class AdversarialEBM(GenerativeModule):
         """f, the energy's learnable part: a residual energy's net, else the energy itself."""
         return self.energy.net if isinstance(self.energy, ResidualEnergy) else self.energy
 
+    def networks(self) -> list[nn.Module]:
+        """The generator, the energy's learnable part and a residual energy's base."""
+        base = getattr(self.energy, "base", None)
+        return [*super().networks(), self.learnable_energy, *([base] if base is not None else [])]
+
     @property
     def continuous_images(self) -> bool:
         return self.images and not self.generator.discrete

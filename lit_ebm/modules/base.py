@@ -136,6 +136,11 @@ class GenerativeModule(pl.LightningModule):
             self.val_bpd.update(stats["bpd"])
             self.log("val/bpd", self.val_bpd, prog_bar=True)
 
+    def networks(self) -> list[nn.Module]:
+        """The networks whose ``forward`` the training step runs (what ``model.compile``
+        compiles): here the generator."""
+        return [self.generator]
+
     def log_density(self, x: Tensor) -> Tensor:
         """The trained model's normalised log-density (here the generator's)."""
         return self.log_q(x)
