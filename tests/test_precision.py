@@ -5,6 +5,7 @@ unscaled gradients."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lit_ebm import objectives
+from lit_ebm import trainer as trainer_module
 from lit_ebm.build import build_module
 from lit_ebm.config import DataConfig, load_config
 from lit_ebm.data import build_datamodule
@@ -230,3 +232,13 @@ def test_bits_per_dim_under_bf16_autocast_is_within_0_002_of_float32(name: str) 
     assert log_q.dtype == torch.float32 and full < 7.0, "trained past the uniform 8 bits/dim"
     assert mixed != full, "the hidden layers ran in bfloat16"
     assert abs(mixed - full) < BITS_PER_DIM_TOLERANCE
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_precision_is_bf16_mixed_only_where_bf16_is_native(
+        native: bool, expected: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trainer_module, "bf16_supported", lambda device_type: native)
+    cfg = load_config(["configs/quickstart.yaml"], ["trainer.accelerator=cpu"])
+    assert cfg.trainer.precision == "auto"
+    assert trainer_module.resolved_precision(cfg.trainer) == expected
+    assert trainer_module.resolved_precision(replace(cfg.trainer, precision="32-true")) == "32-true"
