@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from results_file import RESULTS_DIR
 from throughput import (
+    PREVIOUS,
     REPO,
     _median_seconds,
     _setup,
@@ -79,7 +80,8 @@ def training_steps(root: Path, batch_size: int | None, paths: dict[str, str]) ->
             with previous_sampler(path == "previous"):
                 results[f"{generator}/{objective}/{path}"] = images_per_second(
                     str(REPO / CONFIGS[generator]), objective, steps, warmup, accelerator="gpu",
-                    precision=precision, overrides=overrides(root, batch_size))
+                    precision=precision, overrides=[*overrides(root, batch_size),
+                                                    *(PREVIOUS if path == "previous" else [])])
     return results
 
 
