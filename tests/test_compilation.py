@@ -33,6 +33,7 @@ def test_without_a_compiler_the_networks_stay_eager_with_one_line() -> None:
     assert lines[0].endswith("the networks run eager")
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("no_compiler")
 def test_a_run_asked_to_compile_without_a_compiler_trains_eager(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
