@@ -295,6 +295,32 @@ def test_log_partition_is_is_stable_for_large_energies() -> None:
         torch.testing.assert_close(result32.double(), reference - shift, rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize("gap", [30.0, 60.0, 200.0])
+def test_initial_log_z_zeroes_the_derivative_when_the_discriminator_separates(gap: float) -> None:
+    """Data and generated logits ``gap`` nats apart (mean D near 1 on one batch, 0 on the
+    other): the returned log Z is a minimum of L_D, its derivative 1 - 2 mean D zero."""
+    gen = torch.Generator().manual_seed(3)
+    energy = torch.cat([torch.randn(32, generator=gen, dtype=torch.float64) - gap / 2,
+                        torch.randn(32, generator=gen, dtype=torch.float64) + gap / 2])
+    log_q = torch.randn(64, generator=gen, dtype=torch.float64)
+    log_z = initial_log_z(energy, log_q).requires_grad_(True)
+    real, fake = energy[:32], energy[32:]
+    loss = discriminator_loss(real, fake, log_z, log_q[:32], log_q[32:])
+    (derivative,) = torch.autograd.grad(loss, log_z)
+    assert abs(derivative.item()) < 1e-9
+    d = torch.sigmoid(-energy - log_z.detach() - log_q)
+    assert d[:32].min() > 0.99 and d[32:].max() < 0.01, "the batches are separated"
+    for shift in (-1.0, 1.0):  # a strict minimum: L_D is larger on either side
+        assert discriminator_loss(real, fake, log_z.detach() + shift, log_q[:32],
+                                  log_q[32:]) > loss
+
+
+def test_initial_log_z_warns_when_it_stops_unconverged() -> None:
+    energy = torch.cat([torch.zeros(8) - 30.0, torch.zeros(8) + 30.0]).double()
+    with pytest.warns(UserWarning, match=r"initial_log_z: the derivative of L_D in log Z is"):
+        initial_log_z(energy, torch.zeros(16, dtype=torch.float64), max_iter=1)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_initial_log_z_is_the_fixed_point_of_log_z_is(seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
