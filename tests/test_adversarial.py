@@ -336,3 +336,22 @@ def test_energy_step_minimises_l_d_per_dimension(monkeypatch: pytest.MonkeyPatch
     metrics = trainer.callback_metrics
     assert float(metrics["train/loss_d"]) == pytest.approx(seen["loss_d"] / 2, rel=1e-6)
     assert float(metrics["train/grad_norm_energy"]) == pytest.approx(seen["norm"], rel=1e-5)
+
+
+def test_an_unconverged_log_z_optimum_is_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module checks dL_D/dlog Z at the optimum the solver returns; a search that stopped
+    short (here: one step on separated batches) is said in a warning, not passed on silently."""
+    solve = objectives.initial_log_z
+    monkeypatch.setattr(objectives, "initial_log_z",
+                        lambda energy, log_q: solve(energy, log_q, max_iter=0))
+    pl.seed_everything(0, verbose=False)
+    cfg = load_config(["configs/toy2d_adversarial.yaml"], [
+        "model.generator.realnvp2d.num_couplings=2", "model.generator.realnvp2d.hidden_features=8",
+        "model.energy.mlp.hidden_features=8", "model.energy.mlp.depth=1"])
+    module = build_module(cfg, (2,))
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0)
+    points = sample_toy2d("ring8", 64, torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match=r"this batch's L_D-optimal log Z did not converge"):
+        trainer.fit(module, DataLoader(points, batch_size=64))

@@ -22,6 +22,7 @@ from lit_ebm.objectives import (
     initial_log_z,
     log_mu,
     log_partition_is,
+    log_z_derivative,
 )
 
 F64 = torch.float64
@@ -315,10 +316,20 @@ def test_initial_log_z_zeroes_the_derivative_when_the_discriminator_separates(ga
                                   log_q[32:]) > loss
 
 
-def test_initial_log_z_warns_when_it_stops_unconverged() -> None:
-    energy = torch.cat([torch.zeros(8) - 30.0, torch.zeros(8) + 30.0]).double()
-    with pytest.warns(UserWarning, match=r"initial_log_z: the derivative of L_D in log Z is"):
-        initial_log_z(energy, torch.zeros(16, dtype=torch.float64), max_iter=1)
+def test_log_z_derivative_is_that_of_l_d_and_tells_a_stopped_search() -> None:
+    gen = torch.Generator().manual_seed(4)
+    energy = torch.randn(16, generator=gen, dtype=torch.float64)
+    log_q = torch.randn(16, generator=gen, dtype=torch.float64)
+    log_z = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    loss = discriminator_loss(energy[:8], energy[8:], log_z, log_q[:8], log_q[8:])
+    (expected,) = torch.autograd.grad(loss, log_z)
+    gradient, size = log_z_derivative(energy, log_q, log_z.detach())
+    assert gradient == pytest.approx(expected.item(), rel=1e-12) and size >= abs(gradient)
+    separated = torch.cat([torch.zeros(8) - 30.0, torch.zeros(8) + 30.0]).double()
+    zeros = torch.zeros(16, dtype=torch.float64)
+    stopped = log_z_derivative(separated, zeros, initial_log_z(separated, zeros, max_iter=1))
+    found = log_z_derivative(separated, zeros, initial_log_z(separated, zeros))
+    assert abs(stopped[0]) > 1e-6 * stopped[1] and abs(found[0]) <= 1e-10 * found[1]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -6,6 +6,7 @@ to the objectives is float32 or wider under any Trainer precision (:mod:`lit_ebm
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from lit_ebm.sampling import EBMSamples, sample_ebm
 
 GENERATOR_OBJECTIVES = ("reverse_kl", "hybrid", "forward_kl")
 LOSS_NAMES = {"energy": "train/loss_d", "generator": "train/loss_g"}
+UNCONVERGED = 1e-6  # |dL_D/dlog Z| beyond this share of its terms' size: log Z not at its optimum
 ENERGY_ADAM: AdamSettings = {**ADAM_DEFAULTS, "lr": 1e-4, "betas": [0.5, 0.999]}
 
 
@@ -251,8 +253,12 @@ class AdversarialEBM(GenerativeModule):
         initialised = bool(self.log_z_initialised)
         if initialised and self.log_z_tracking == 0 and not logging:
             return
-        optimum = self.trainer.strategy.reduce(objectives.initial_log_z(energy, log_q),
-                                               reduce_op="mean")
+        local = objectives.initial_log_z(energy, log_q)
+        gradient, size = objectives.log_z_derivative(energy, log_q, local)
+        if abs(gradient) > UNCONVERGED * size:
+            warnings.warn(f"log Z: this batch's L_D-optimal log Z did not converge (dL_D/dlog Z "
+                          f"{gradient:.3g} at {float(local):.6g})", stacklevel=2)
+        optimum = self.trainer.strategy.reduce(local, reduce_op="mean")
         step = self.log_z_tracking if initialised else 1.0
         if initialised and logging:
             self.log("train/log_z_gap", self.log_z.detach() - optimum)
