@@ -229,13 +229,19 @@ def initial_log_z(energy: Tensor, log_q: Tensor, rtol: float = 1e-10,
         s = -energy.double() - log_q.double()
         low, high = float(s.min()) - 40.0, float(s.max()) + 40.0  # sigmoid(40) = 1 - 4e-18
         c = min(max(float(log_partition_q(energy, log_q)), low), high)
+        previous_step = high - low
         for _ in range(max_iter):
             gradient, curvature, size = _log_z_derivatives(s, c)
             if abs(gradient) <= rtol * size:
                 break
             low, high = (low, c) if gradient > 0 else (c, high)
-            newton = c - gradient / curvature if curvature > 0 else math.nan
-            c = newton if low < newton < high else 0.5 * (low + high)
+            step = gradient / curvature if curvature > 0 else math.inf
+            # Newton inside the bracket while its steps at least halve; else bisect (far from
+            # the root the steps are at most 1 nat, as for tanh, and the bracket is wide)
+            if low < c - step < high and abs(step) <= 0.5 * previous_step:
+                c, previous_step = c - step, abs(step)
+            else:
+                c, previous_step = 0.5 * (low + high), 0.5 * (high - low)
     return torch.tensor(c, dtype=energy.dtype, device=energy.device)
 
 

@@ -253,6 +253,7 @@ class AdversarialEBM(GenerativeModule):
         initialised = bool(self.log_z_initialised)
         if initialised and self.log_z_tracking == 0 and not logging:
             return
+        energy, log_q = energy.double(), log_q.double()  # the check must not see rounding
         local = objectives.initial_log_z(energy, log_q)
         gradient, size = objectives.log_z_derivative(energy, log_q, local)
         if abs(gradient) > UNCONVERGED * size:
