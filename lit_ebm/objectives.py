@@ -188,11 +188,10 @@ def log_partition_q(energy: Tensor, log_q: Tensor) -> Tensor:
 
 
 def _log_z_derivatives(s: Tensor, c: float) -> tuple[float, float, float]:
-    """Derivative and curvature of L_D in log Z = c, and the size of the derivative's terms, at
-    the scores ``s`` = -E - log q of a union batch: 1 - 2 mean D = (k + 2 (a - b)) / n with
-    k = #(s <= c) - #(s > c), a = sum over s > c of sigmoid(c - s), b = sum over s <= c of
-    sigmoid(s - c); computed this way, the derivative keeps its precision when every D is
-    within rounding of 0 or 1."""
+    """Derivative and curvature of L_D in log Z = c at the scores ``s`` = -E - log q of a union
+    batch, and the size of the derivative's terms: 1 - 2 mean D = (k + 2 (a - b)) / n with
+    k = #(s <= c) - #(s > c), a = sum_{s > c} sigmoid(c - s), b = sum_{s <= c} sigmoid(s - c),
+    which keeps its precision when every D is within rounding of 0 or 1."""
     above = s > c
     small = torch.sigmoid(torch.where(above, c - s, s - c))  # min(D, 1 - D), never cancelled
     k = float((~above).sum() - above.sum())
@@ -206,9 +205,8 @@ def log_z_derivative(energy: Tensor, log_q: Tensor, log_z: LogZ) -> tuple[float,
     """dL_D/dlog Z = 1 - 2 mean_S D over a union batch at ``log_z``, in float64 without
     cancellation, and the size of its terms (the scale against which it is small)."""
     check_paired_batches(energy=energy, log_q=log_q)
-    with torch.no_grad():
-        gradient, _, size = _log_z_derivatives(-energy.double() - log_q.double(), float(log_z))
-    return gradient, size
+    scores = -energy.detach().double() - log_q.detach().double()
+    return _log_z_derivatives(scores, float(log_z))[::2]  # (derivative, size of its terms)
 
 
 def initial_log_z(energy: Tensor, log_q: Tensor, rtol: float = 1e-10,
@@ -218,11 +216,12 @@ def initial_log_z(energy: Tensor, log_q: Tensor, rtol: float = 1e-10,
     With s = -E - log q over the union S of two batches of equal size and D = sigmoid(s - c),
     L_D is convex in c = log Z: its derivative is 1 - 2 mean_S D and its second derivative
     2 mean_S D (1 - D). The root is found by Newton's method, safeguarded by bisection on a
-    bracket where the derivative changes sign (it is -1 far below every s and +1 far above),
-    in float64, until the derivative is below ``rtol`` times the size of its terms
-    (:func:`log_z_derivative`), so also when the discriminator separates the batches and every
-    D is within rounding of 0 or 1, where iterating log_z <- log_z_is crawls at rate mean D.
-    After ``max_iter`` steps it returns the last step. Returned in the dtype of ``energy``.
+    bracket where the derivative changes sign (-1 far below every s, +1 far above): Newton's
+    step is taken while it lands in the bracket and at least halves, else the bracket is halved
+    (far from the root Newton's steps are at most one nat). In float64, until the derivative is
+    below ``rtol`` times the size of its terms (:func:`log_z_derivative`), also when every D
+    rounds to 0 or 1, where iterating log_z <- log_z_is crawls at rate mean D. Returns the last
+    step after ``max_iter``, in the dtype of ``energy``.
     """
     check_paired_batches(energy=energy, log_q=log_q)
     with torch.no_grad():
@@ -236,8 +235,6 @@ def initial_log_z(energy: Tensor, log_q: Tensor, rtol: float = 1e-10,
                 break
             low, high = (low, c) if gradient > 0 else (c, high)
             step = gradient / curvature if curvature > 0 else math.inf
-            # Newton inside the bracket while its steps at least halve; else bisect (far from
-            # the root the steps are at most 1 nat, as for tanh, and the bracket is wide)
             if low < c - step < high and abs(step) <= 0.5 * previous_step:
                 c, previous_step = c - step, abs(step)
             else:
