@@ -162,7 +162,6 @@ class CachedSampler:
     ``u`` (one per sub-pixel, ``(n, C, H, W)``, float64); :meth:`run` returns ``(x, log_q)``."""
 
     def __init__(self, model: PixelCNN, u: Tensor, temperature: float) -> None:
-        self.model = model
         self.u = u.permute(2, 3, 1, 0).contiguous()  # u[i, j, c] is one contiguous batch
         param = next(model.parameters())
         n, image_channels, height, width = u.shape
