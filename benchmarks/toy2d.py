@@ -3,8 +3,10 @@ mode-seeking?
 
 1. The adversarial EBM (MLP energy vs 2-D RealNVP, ``configs/toy2d_adversarial.yaml``) on ring8,
    its generator started from a maximum-likelihood fit (``configs/toy2d_mle.yaml``): the learned
-   log Z and the importance-sampling estimate log_z_is against the exact log Z of the final energy
-   by quadrature (checked at twice the grid resolution). Target: both errors at most 0.05 nats.
+   log Z and the L_D-optimal offset of 20,000 data and as many generated points (an estimate of
+   log Z where the EBM fits the data, as it should here) against the exact log Z of the final
+   energy by quadrature (checked at twice the grid resolution). Target: both errors at most
+   0.05 nats.
    The estimate with the generator alone as proposal (log_z_q, as logged in training as
    train/log_z_q and used by :mod:`lit_ebm.evaluation`) is reported with its standard error.
    The errors over the last validation epochs are reported too, as training oscillates.
@@ -56,12 +58,12 @@ def fit(config: str, overrides: list[str]) -> tuple[Path, GenerativeModule, floa
 
 
 def logged_errors(run_dir: Path, last: int = LAST_EPOCHS) -> dict[str, float]:
-    """Mean and max of |val/log_z - val/log_z_true| and |val/log_z_is - val/log_z_true| over the
-    last ``last`` validation epochs of a run (log_z_is there pools one validation pass)."""
+    """Mean and max of |val/log_z - val/log_z_true| and |val/log_z_ld_optimal - val/log_z_true|
+    over the last ``last`` validation epochs of a run (the offset pools one validation pass)."""
     with open(run_dir / "metrics.csv", newline="") as file:
         rows = [row for row in csv.DictReader(file) if row.get("val/log_z_true")][-last:]
     result = {}
-    for key in ("val/log_z", "val/log_z_is"):
+    for key in ("val/log_z", "val/log_z_ld_optimal"):
         errors = [abs(float(row[key]) - float(row["val/log_z_true"])) for row in rows]
         name = key.removeprefix("val/")
         result[f"last{len(rows)}_epochs_mean_abs_err_{name}"] = sum(errors) / len(errors)
@@ -71,7 +73,8 @@ def logged_errors(run_dir: Path, last: int = LAST_EPOCHS) -> dict[str, float]:
 
 @torch.no_grad()
 def log_z_errors(module: AdversarialEBM) -> dict[str, float]:
-    """Learned log Z and a large-sample log_z_is against quadrature of the final energy."""
+    """Learned log Z and a large-sample L_D-optimal offset against quadrature of the final
+    energy."""
     log_z_true = log_partition_grid(module.energy, bound=8.0, resolution=1000)
     log_z_finer = log_partition_grid(module.energy, bound=8.0, resolution=2000)
     data = sample_toy2d("ring8", NUM_EVAL, torch.Generator().manual_seed(123))
@@ -79,19 +82,18 @@ def log_z_errors(module: AdversarialEBM) -> dict[str, float]:
     union = torch.cat([data, fake])
     log_q = torch.cat([module.generator.log_prob(data), log_q_fake])
     log_z = float(module.log_z)
-    log_z_is = float(objectives.log_partition_is(module.energy(union).double(), log_q.double(),
-                                                 log_z))
+    offset = float(objectives.ld_optimal_log_z(module.energy(union).double(), log_q.double()))
     proposal = log_partition_proposal(module.energy(fake), log_q_fake)
     return {
         "log_z": log_z,
-        "log_z_is": log_z_is,
+        "log_z_ld_optimal": offset,
         "log_z_q": float(proposal["log_z"]),
         "log_z_q_stderr": float(proposal["stderr"]),
         "log_z_q_samples": NUM_EVAL,
         "log_z_true": log_z_true,
         "log_z_true_at_twice_the_resolution": log_z_finer,
         "abs_err_log_z": abs(log_z - log_z_true),
-        "abs_err_log_z_is": abs(log_z_is - log_z_true),
+        "abs_err_log_z_ld_optimal": abs(offset - log_z_true),
         "abs_err_log_z_q": abs(float(proposal["log_z"]) - log_z_true),
     }
 
@@ -131,7 +133,7 @@ def main() -> None:
     flow = results["adversarial_realnvp2d"]
     results["targets"] = {
         "abs_err_log_z<=0.05": flow["abs_err_log_z"] <= 0.05,
-        "abs_err_log_z_is<=0.05": flow["abs_err_log_z_is"] <= 0.05,
+        "abs_err_log_z_ld_optimal<=0.05": flow["abs_err_log_z_ld_optimal"] <= 0.05,
         "adversarial_precision>mle_precision":
             results["mixture4_adversarial"]["precision"] > results["mixture4_mle"]["precision"],
     }

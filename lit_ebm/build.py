@@ -116,7 +116,8 @@ def _build_module(cfg: Config, generator: Generator,
                           generator_objective=model.generator_objective,
                           nll_weight=model.nll_weight,
                           sticking_the_landing=model.sticking_the_landing,
-                          train_generator=model.train_generator)
+                          train_generator=model.train_generator,
+                          generated_batch_size=model.generated_batch_size)
 
 
 def check_resume(ckpt_path: Path, cfg: Config, module: GenerativeModule) -> None:

@@ -2,7 +2,7 @@
 
 Same conventions as :mod:`lit_ebm.objectives`: ``energy`` is E(x) (low = likely), the EBM is
 p = exp(-E) / Z, ``log_q`` is the generator's exact log-density, and every per-sample quantity is
-a 1-D tensor; a data batch x+ and a generated batch x- have the same size N. Values are in nats
+a 1-D tensor; a data batch x+ and a generated batch x- may differ in size. Values are in nats
 per example; a caller that reports losses per dimension divides them by D itself.
 
 - reverse KL, KL(q || p) - log Z: the paper's L_G, :func:`generator_loss_reparameterised`
@@ -57,7 +57,8 @@ def generator_loss_hybrid(
     gradients equal those of the reverse-KL loss exactly. Both terms are in nats per example;
     Flow-GAN's per-dimension form is this divided by D, which the caller does.
     """
-    check_paired_batches(energy_fake=energy_fake, log_q_fake=log_q_fake, log_q_real=log_q_real)
+    check_paired_batches(energy_fake=energy_fake, log_q_fake=log_q_fake)
+    _check_1d(log_q_real=log_q_real)
     if not (math.isfinite(nll_weight) and nll_weight >= 0):
         raise ValueError(f"nll_weight must be a finite number >= 0, got {nll_weight}")
     reverse_kl = generator_loss_score_function if score_function else generator_loss_reparameterised

@@ -5,11 +5,14 @@ Notation and sign conventions (docs/mathematics.md):
 - ``energy`` is E(x), low = likely; the energy-based model is p_theta(x) = exp(-E(x)) / Z.
 - ``log_z`` is a learned scalar estimate of log Z (a float or a one-element tensor).
 - ``log_q`` is the generator's exact log-density log q(x), in the space the energy sees.
-- Data x+ ~ p and generated x- ~ q come in batches of the SAME size, so that their union S is
-  a sample of the mixture mu = p/2 + q/2. Every per-sample quantity is a 1-D tensor.
+- Data x+ ~ p and generated x- ~ q come in two batches, of sizes N+ and N-. Their union S,
+  each batch weighted one half (an entry of S weighs 1 / (2 N+) or 1 / (2 N-)), is a weighted
+  sample of the mixture mu = p/2 + q/2; with N+ = N- the weights are all 1 / |S|. Functions of
+  the union take it concatenated, data first, with ``num_real`` = N+ (default: half of it).
+  Every per-sample quantity is a 1-D tensor.
 - The discriminator logit is "data is high": l(x) = -E(x) - log_z - log q(x), D = sigmoid(l).
 
-The paper's three facts, exact on any finite batch with equal-size real and fake batches:
+The paper's three facts, exact on any finite pair of batches under that weighting:
 
 1. The log_z minimising :func:`discriminator_loss` is a fixed point of :func:`log_partition_is`.
 2. At that log_z, the gradient of :func:`discriminator_loss` w.r.t. the energy's parameters equals
@@ -30,9 +33,9 @@ from torch import Tensor
 LogZ = Tensor | float
 
 _PAIRING_ADVICE = (
-    "The real and generated batches must have the same size, so that their union is a sample "
-    "of mu = p/2 + q/2: the generator must draw as many samples as the data batch holds, and "
-    "every per-sample quantity must be a 1-D tensor with one entry per sample."
+    "Each per-sample quantity must be a 1-D tensor with one entry per sample of its batch; a "
+    "union holds the data batch first, then the generated batch, and num_real says where the "
+    "data batch ends."
 )
 
 
@@ -59,12 +62,28 @@ def _logmeanexp(x: Tensor) -> Tensor:
     return torch.logsumexp(x, dim=0) - math.log(x.shape[0])
 
 
+def union_log_weights(size: int, num_real: int | None = None) -> Tensor:
+    """Log-weights (float64) of a union of a data batch of ``num_real`` entries (default half)
+    and a generated batch of the rest, each batch weighted one half: -log(2 N+), -log(2 N-)."""
+    num_real = size // 2 if num_real is None and size % 2 == 0 else num_real
+    if num_real is None or not 0 < num_real < size:
+        raise ValueError(
+            f"a union of {size} entries needs num_real, the data batch's size, between 1 and "
+            f"{size - 1} (default half, for an even union); got {num_real}. {_PAIRING_ADVICE}")
+    counts = torch.tensor([num_real, size - num_real], dtype=torch.float64)
+    return (-(2 * counts).log()).repeat_interleave(counts.long())
+
+
+def _weighted_logsumexp(x: Tensor, num_real: int | None) -> Tensor:
+    """log sum_S w exp(x) with the union weights of :func:`union_log_weights`."""
+    return torch.logsumexp(x + union_log_weights(x.shape[0], num_real).to(x), dim=0)
+
+
 def check_paired_batches(**named_tensors: Tensor) -> int:
     """Check that all tensors are non-empty 1-D batches of one common size; return that size.
 
     Raises ValueError naming each quantity and its shape otherwise. Pass the per-sample
-    quantities of both the data batch and the generated batch, e.g.
-    ``check_paired_batches(energy_real=e_r, energy_fake=e_f, log_q_real=lq_r, log_q_fake=lq_f)``.
+    quantities of one batch, e.g. ``check_paired_batches(energy_fake=e_f, log_q_fake=lq_f)``.
     """
     _check_1d(**named_tensors)
     if len({t.shape[0] for t in named_tensors.values()}) > 1:
@@ -96,16 +115,12 @@ def discriminator_loss(
     ``log_z``. The generator density is a constant here: the caller should compute ``log_q_*``
     without gradient, and they are detached inside anyway.
 
-    With batches of equal size N and union S: dL_D/dlog_z = 1 - 2 mean_S D, which vanishes exactly
-    when log_z = log_partition_is(...) (fact 1); at that point
-    grad_theta L_D = mean_+ grad E - (1/N) sum_S D grad E = grad_theta L_cost (fact 2).
+    The batches may differ in size. Over their weighted union S: dL_D/dlog_z = 1 - 2 sum_S w D,
+    which vanishes exactly when log_z = log_partition_is(...) (fact 1); at that point
+    grad_theta L_D = mean_+ grad E - 2 sum_S w D grad E = grad_theta L_cost (fact 2).
     """
-    check_paired_batches(
-        energy_real=energy_real,
-        energy_fake=energy_fake,
-        log_q_real=log_q_real,
-        log_q_fake=log_q_fake,
-    )
+    check_paired_batches(energy_real=energy_real, log_q_real=log_q_real)
+    check_paired_batches(energy_fake=energy_fake, log_q_fake=log_q_fake)
     logits_real = discriminator_logits(energy_real, log_z, log_q_real.detach())
     logits_fake = discriminator_logits(energy_fake, log_z, log_q_fake.detach())
     return F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean()
@@ -155,26 +170,22 @@ def log_mu(energy: Tensor, log_z: LogZ, log_q: Tensor) -> Tensor:
     return torch.logaddexp(-energy - log_z, log_q) - math.log(2.0)
 
 
-def log_partition_is(energy: Tensor, log_q: Tensor, log_z: LogZ) -> Tensor:
-    """Importance-sampling estimate of log Z (paper eq. 4), with proposal mu = p_theta/2 + q/2.
+def log_partition_is(energy: Tensor, log_q: Tensor, log_z: LogZ,
+                     num_real: int | None = None) -> Tensor:
+    """The paper's importance-sampling estimate of log Z (eq. 4), proposal mu = p_theta/2 + q/2.
 
-    log_z_is = logmeanexp over S of (-E(x) - log mu(x)), where ``energy`` and ``log_q`` hold the
-    already concatenated union S of a data batch and a generated batch of the same size (order
-    irrelevant). ``log_z`` is the current estimate that defines p_theta inside mu. Computed in
-    float64 and returned in the dtype of ``energy``. The minimiser of :func:`discriminator_loss`
-    over log_z is the fixed point log_z_is = log_z (fact 1); iterating log_z <- log_z_is converges
-    to it, since the map's slope is a weighted mean of D in (0, 1).
+    log_z_is = log sum_S w exp(-E(x) - log mu(x)) over the weighted union S (data first,
+    ``num_real`` entries), ``log_z`` the current value that defines p_theta inside mu; float64
+    inside, returned in the dtype of ``energy``. It estimates Z only where the data batch is a
+    sample of p_theta. Its fixed point log_z_is = log_z is the minimiser of
+    :func:`discriminator_loss` over log_z, the L_D-optimal offset (fact 1;
+    :func:`ld_optimal_log_z` finds it); iterating the map converges to it (slope in (0, 1)).
     """
-    n = check_paired_batches(energy=energy, log_q=log_q)
-    if n % 2:
-        raise ValueError(
-            f"energy and log_q must hold the union of a data batch and a generated batch of the "
-            f"same size, so their length must be even; got {n}. {_PAIRING_ADVICE}"
-        )
+    check_paired_batches(energy=energy, log_q=log_q)
     energy64 = energy.double()
     log_z64 = log_z.double() if isinstance(log_z, Tensor) else log_z
     log_weights = -energy64 - log_mu(energy64, log_z64, log_q.double())
-    return _logmeanexp(log_weights).to(energy.dtype)
+    return _weighted_logsumexp(log_weights, num_real).to(energy.dtype)
 
 
 def log_partition_q(energy: Tensor, log_q: Tensor) -> Tensor:
@@ -187,50 +198,53 @@ def log_partition_q(energy: Tensor, log_q: Tensor) -> Tensor:
     return _logmeanexp(-energy.double() - log_q.double())
 
 
-def _log_z_derivatives(s: Tensor, c: float) -> tuple[float, float, float]:
+def _log_z_derivatives(s: Tensor, c: float, w: Tensor) -> tuple[float, float, float]:
     """Derivative and curvature of L_D in log Z = c at the scores ``s`` = -E - log q of a union
-    batch, and the size of the derivative's terms: 1 - 2 mean D = (k + 2 (a - b)) / n with
-    k = #(s <= c) - #(s > c), a = sum_{s > c} sigmoid(c - s), b = sum_{s <= c} sigmoid(s - c),
-    which keeps its precision when every D is within rounding of 0 or 1."""
+    with weights ``w``, and the size of the derivative's terms: 1 - 2 sum w D = k + 2 (a - b)
+    with k = sum_{s <= c} w - sum_{s > c} w, a = sum_{s > c} w sigmoid(c - s) and
+    b = sum_{s <= c} w sigmoid(s - c), which keeps its precision when every D rounds to 0 or 1."""
     above = s > c
     small = torch.sigmoid(torch.where(above, c - s, s - c))  # min(D, 1 - D), never cancelled
-    k = float((~above).sum() - above.sum())
-    a, b = float(small[above].sum()), float(small[~above].sum())
-    n = s.numel()
-    curvature = 2.0 * float((small * (1.0 - small)).sum()) / n
-    return (k + 2.0 * (a - b)) / n, curvature, (abs(k) + 2.0 * (a + b)) / n
+    k = float(w[~above].sum() - w[above].sum())
+    a, b = float((w * small)[above].sum()), float((w * small)[~above].sum())
+    curvature = 2.0 * float((w * small * (1.0 - small)).sum())
+    return k + 2.0 * (a - b), curvature, abs(k) + 2.0 * (a + b)
 
 
-def log_z_derivative(energy: Tensor, log_q: Tensor, log_z: LogZ) -> tuple[float, float]:
-    """dL_D/dlog Z = 1 - 2 mean_S D over a union batch at ``log_z``, in float64 without
+def log_z_derivative(energy: Tensor, log_q: Tensor, log_z: LogZ,
+                     num_real: int | None = None) -> tuple[float, float]:
+    """dL_D/dlog Z = 1 - 2 sum_S w D over a weighted union at ``log_z``, in float64 without
     cancellation, and the size of its terms (the scale against which it is small)."""
     check_paired_batches(energy=energy, log_q=log_q)
     scores = -energy.detach().double() - log_q.detach().double()
-    return _log_z_derivatives(scores, float(log_z))[::2]  # (derivative, size of its terms)
+    weights = union_log_weights(len(scores), num_real).exp().to(scores.device)
+    return _log_z_derivatives(scores, float(log_z), weights)[::2]  # (derivative, size)
 
 
-def initial_log_z(energy: Tensor, log_q: Tensor, rtol: float = 1e-10,
-                  max_iter: int = 200) -> Tensor:
-    """The L_D-optimal log Z of a union batch: the fixed point log_z = log_z_is (fact 1).
+def ld_optimal_log_z(energy: Tensor, log_q: Tensor, num_real: int | None = None,
+                     rtol: float = 1e-10, max_iter: int = 200) -> Tensor:
+    """The L_D-optimal offset: the log Z minimising L_D on a weighted union, which is the fixed
+    point log_z = log_z_is (fact 1); an estimate of log Z only where the data are from p_theta.
 
-    With s = -E - log q over the union S of two batches of equal size and D = sigmoid(s - c),
-    L_D is convex in c = log Z: its derivative is 1 - 2 mean_S D and its second derivative
-    2 mean_S D (1 - D). The root is found by Newton's method, safeguarded by bisection on a
-    bracket where the derivative changes sign (-1 far below every s, +1 far above): Newton's
-    step is taken while it lands in the bracket and at least halves, else the bracket is halved
-    (far from the root Newton's steps are at most one nat). In float64, until the derivative is
-    below ``rtol`` times the size of its terms (:func:`log_z_derivative`), also when every D
-    rounds to 0 or 1, where iterating log_z <- log_z_is crawls at rate mean D. Returns the last
-    step after ``max_iter``, in the dtype of ``energy``.
+    With s = -E - log q and D = sigmoid(s - c), L_D is convex in c = log Z: its derivative is
+    1 - 2 sum_S w D and its second derivative 2 sum_S w D (1 - D). The root is found by Newton's
+    method, safeguarded by bisection on a bracket where the derivative changes sign (-1 far
+    below every s, +1 far above): Newton's step is taken while it lands in the bracket and at
+    least halves, else the bracket is halved (far from the root Newton's steps are at most one
+    nat). In float64, until the derivative is below ``rtol`` times the size of its terms
+    (:func:`log_z_derivative`), also when every D rounds to 0 or 1, where iterating
+    log_z <- log_z_is crawls at rate mean D. Returns the last step after ``max_iter``, in the
+    dtype of ``energy``.
     """
     check_paired_batches(energy=energy, log_q=log_q)
     with torch.no_grad():
         s = -energy.double() - log_q.double()
+        w = union_log_weights(len(s), num_real).exp().to(s.device)
         low, high = float(s.min()) - 40.0, float(s.max()) + 40.0  # sigmoid(40) = 1 - 4e-18
         c = min(max(float(log_partition_q(energy, log_q)), low), high)
         previous_step = high - low
         for _ in range(max_iter):
-            gradient, curvature, size = _log_z_derivatives(s, c)
+            gradient, curvature, size = _log_z_derivatives(s, c, w)
             if abs(gradient) <= rtol * size:
                 break
             low, high = (low, c) if gradient > 0 else (c, high)
@@ -247,26 +261,19 @@ def guided_cost_loss(
 ) -> Tensor:
     """Guided-cost-learning loss (paper eq. 5), the sample-based max-ent IRL objective.
 
-    L_cost = mean E(x+) + logmeanexp over S of (-E(x) - stopgrad(log mu(x))), where ``energy_all``
-    and ``log_q_all`` cover the union S of the data batch and a generated batch of the same size.
+    L_cost = mean E(x+) + log sum_S w exp(-E(x) - stopgrad(log mu(x))), where ``energy_all`` and
+    ``log_q_all`` cover the weighted union S of the data batch (first) and a generated batch.
     ``log_z`` and ``log_q_all`` enter only through the stopped-gradient importance weights.
 
-    Fact 2 holds exactly, with no constant factor: at log_z = log_z_is the weights w = p~ / mu sum
-    to 2 N Z, so the normalised weight of x is D(x) / N and grad_theta L_cost =
-    mean_+ grad E - (1/N) sum_S D grad E = grad_theta L_D. (Both losses average over batches, as
-    the paper's expectations do; logmeanexp and logsumexp differ by a constant only.)
+    Fact 2 holds exactly, with no constant factor: p~ / mu = 2 Z D, so at log_z = log_z_is the
+    normalised weight of x is 2 w D(x) and grad_theta L_cost = mean_+ grad E -
+    2 sum_S w D grad E = grad_theta L_D. (Both losses average over batches, as the paper's
+    expectations do; a weighted mean and a sum differ by a constant only.)
     """
-    n_all = check_paired_batches(energy_all=energy_all, log_q_all=log_q_all)
+    check_paired_batches(energy_all=energy_all, log_q_all=log_q_all)
     _check_1d(energy_real=energy_real)
-    if n_all != 2 * energy_real.shape[0]:
-        raise ValueError(
-            "energy_all must hold the union of the data batch and a generated batch of the same "
-            f"size, i.e. twice as many entries as energy_real; got "
-            f"{_describe({'energy_real': energy_real, 'energy_all': energy_all})}. "
-            f"{_PAIRING_ADVICE}"
-        )
     log_weights = -energy_all - log_mu(energy_all, log_z, log_q_all).detach()
-    return energy_real.mean() + _logmeanexp(log_weights)
+    return energy_real.mean() + _weighted_logsumexp(log_weights, energy_real.shape[0])
 
 
 def energy_magnitude_penalty(energy_real: Tensor, energy_fake: Tensor) -> Tensor:
@@ -285,16 +292,3 @@ def r1_penalty(grad_real: Tensor) -> Tensor:
     gamma. It keeps the energy flat where the data are, so the discriminator cannot win by
     sharp cues there."""
     return 0.5 * grad_real.flatten(1).square().sum(dim=1).mean()
-
-
-def discriminator_stats(logits_real: Tensor, logits_fake: Tensor) -> dict[str, Tensor]:
-    """Detached monitoring statistics of the discriminator from logits l = -E - log_z - log q.
-
-    ``d_acc_real`` is the fraction of data with l(x+) > 0 (classified as data), ``d_acc_fake``
-    the fraction of generated samples with l(x-) < 0 (classified as generated).
-    """
-    _check_1d(logits_real=logits_real, logits_fake=logits_fake)
-    return {
-        "d_acc_real": (logits_real.detach() > 0).float().mean(),
-        "d_acc_fake": (logits_fake.detach() < 0).float().mean(),
-    }

@@ -31,11 +31,12 @@ TOY_RUN = [
     "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
     "num_sample_images=64",
 ]
-REQUIRED = ["train/loss_d", "train/loss_g", "train/log_z", "train/log_z_is", "train/log_z_q",
-            "train/ess_q", "train/log_z_gap", "train/d_acc_real", "train/d_acc_fake",
+REQUIRED = ["train/loss_d", "train/loss_g", "train/log_z", "train/log_z_ld_optimal",
+            "train/log_z_q", "train/ess_q", "train/log_z_gap", "train/d_acc_real",
+            "train/d_acc_fake",
             "train/energy_real", "train/energy_fake", "train/entropy", "train/grad_norm_energy",
             "train/grad_norm_generator", "train/grad_x_energy_real", "train/grad_x_energy_fake",
-            "val/log_z", "val/log_z_is", "val/log_z_true", "val/nll"]
+            "val/log_z", "val/log_z_ld_optimal", "val/log_z_true", "val/nll"]
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:
@@ -92,9 +93,10 @@ def test_log_z_starts_at_the_first_batch_fixed_point(monkeypatch: pytest.MonkeyP
 
     def record(energy_real: Tensor, energy_fake: Tensor, log_q_real: Tensor, log_q_fake: Tensor,
                log_z: Tensor) -> dict[str, Tensor]:
-        stats = discriminator_stats(energy_real, energy_fake, log_q_real, log_q_fake, log_z)
-        seen.append((float(log_z), float(stats["log_z_is"])))
-        return stats
+        fixed_point = objectives.log_partition_is(torch.cat([energy_real, energy_fake]),
+                                                  torch.cat([log_q_real, log_q_fake]), log_z)
+        seen.append((float(log_z), float(fixed_point)))
+        return discriminator_stats(energy_real, energy_fake, log_q_real, log_q_fake, log_z)
 
     monkeypatch.setattr(adversarial, "discriminator_stats", record)
     _fit(module, steps=1)
@@ -247,9 +249,23 @@ class WrongSize(CategoricalPoints):
         return super().sample(num_samples + 1)
 
 
-def test_generated_batch_of_the_wrong_size_names_quantities_and_step() -> None:
+def test_the_generated_batch_has_its_own_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """model.generated_batch_size=5 beside data batches of 32: both steps see 5 samples."""
+    module = _toy_module(**{"model.generated_batch_size": "5", "model.log_z_tracking": "1"})
+    sizes: list[tuple[int, int]] = []
+
+    def record(energy_real: Tensor, energy_fake: Tensor, *rest: Tensor) -> dict[str, Tensor]:
+        sizes.append((len(energy_real), len(energy_fake)))
+        return discriminator_stats(energy_real, energy_fake, *rest)
+
+    monkeypatch.setattr(adversarial, "discriminator_stats", record)
+    _fit(module, steps=2)
+    assert sizes == [(32, 5), (32, 5)] and torch.isfinite(module.log_z)
+
+
+def test_generated_batch_of_the_wrong_size_names_the_shapes() -> None:
     module = _toy_module(WrongSize())
-    with pytest.raises(ValueError, match=r"generator.sample\(32\) at global step 0 .* \(33, 2\)"):
+    with pytest.raises(ValueError, match=r"generator.sample\(32\) returned .* \(33, 2\)"):
         _fit(module, steps=1)
 
 
@@ -341,9 +357,9 @@ def test_energy_step_minimises_l_d_per_dimension(monkeypatch: pytest.MonkeyPatch
 def test_an_unconverged_log_z_optimum_is_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
     """The module checks dL_D/dlog Z at the optimum the solver returns; a search that stopped
     short (here: one step on separated batches) is said in a warning, not passed on silently."""
-    solve = objectives.initial_log_z
-    monkeypatch.setattr(objectives, "initial_log_z",
-                        lambda energy, log_q: solve(energy, log_q, max_iter=0))
+    solve = objectives.ld_optimal_log_z
+    monkeypatch.setattr(objectives, "ld_optimal_log_z",
+                        lambda energy, log_q, num_real: solve(energy, log_q, num_real, max_iter=0))
     pl.seed_everything(0, verbose=False)
     cfg = load_config(["configs/toy2d_adversarial.yaml"], [
         "model.generator.realnvp2d.num_couplings=2", "model.generator.realnvp2d.hidden_features=8",

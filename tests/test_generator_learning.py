@@ -154,13 +154,21 @@ def test_the_weights_effective_sample_size_runs_from_one_to_the_batch() -> None:
     assert abs(float(one["ess_q"]) - 1.0) < 1e-6
 
 
+def test_the_discriminator_accuracy_counts_each_batch_by_the_sign_of_its_logits() -> None:
+    """With log q = 0 and log Z = 0 the logits are -E: 3 of 4 data above 0, 1 of 2 fakes below."""
+    stats = discriminator_stats(torch.tensor([-1.0, 1.0, -2.0, -3.0]), torch.tensor([1.0, -1.0]),
+                                torch.zeros(4), torch.zeros(2), torch.tensor(0.0))
+    assert stats["d_acc_real"].item() == 0.75 and stats["d_acc_fake"].item() == 0.5
+
+
 def test_the_builder_passes_every_generator_setting(tmp_path) -> None:
     module = toy_module("model.r1_gamma=2.0", "model.log_z_tracking=0.5",
                         "model.generator_objective=forward_kl", "model.nll_weight=3.0",
-                        "model.sticking_the_landing=true", "model.energy.mlp.zero_init=true")
+                        "model.sticking_the_landing=true", "model.energy.mlp.zero_init=true",
+                        "model.generated_batch_size=5")
     assert (module.r1_gamma, module.log_z_tracking, module.generator_objective,
-            module.nll_weight, module.sticking_the_landing) == (2.0, 0.5, "forward_kl", 3.0,
-                                                                 True)
+            module.nll_weight, module.sticking_the_landing,
+            module.generated_batch_size) == (2.0, 0.5, "forward_kl", 3.0, True, 5)
     assert torch.equal(module.energy(torch.zeros(3, 2)), torch.zeros(3))
     cfg = load_config([], TOY)
     generator = RealNVP2d(num_couplings=2, hidden_features=8)

@@ -15,7 +15,6 @@ from lit_ebm.errors import ConfigError
 from lit_ebm.evaluation.quality import FeatureDistances, check_sample_counts
 from lit_ebm.generators import to_levels
 from lit_ebm.metrics import (
-    LogMeanExp,
     log_partition_proposal,
     precision_recall_density_coverage,
     sampling_importance_resampling,
@@ -131,12 +130,3 @@ def test_sample_counts_that_fid_and_kid_cannot_use_are_named() -> None:
     with pytest.raises(ConfigError, match=r"'eval.kid_subset_size'.*<=300"):
         check_sample_counts(300, 500, 128, 400, "eval.num_samples", "eval.kid_subset_size")
     check_sample_counts(129, 500, 128, 129, "eval.num_samples", "eval.kid_subset_size")
-
-
-def test_log_mean_exp_pools_in_log_space() -> None:
-    metric = LogMeanExp()
-    values = torch.tensor([1000.0, 1001.0, 999.0])
-    metric.update(values[:2])
-    metric.update(values[2:])
-    expected = float(torch.logsumexp(values.double(), 0) - math.log(3))
-    assert float(metric.compute()) == pytest.approx(expected, rel=1e-12)

@@ -38,6 +38,10 @@ def non_negative(value: Any) -> str | None:
     return None if value >= 0 else "a number >= 0"
 
 
+def at_least_two(value: Any) -> str | None:
+    return None if value >= 2 else "a whole number >= 2"
+
+
 def unit_interval(value: Any) -> str | None:
     return None if 0.0 <= value <= 1.0 else "a number in [0, 1]"
 

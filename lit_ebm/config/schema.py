@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lit_ebm.config.rules import (
+    at_least_two,
     batch_limit,
     betas,
     decay,
@@ -172,6 +173,8 @@ class ModelConfig:
         default_factory=lambda: OptimConfig(lr=1e-4, betas=[0.5, 0.999])
     )
     n_critic: int = setting(1, positive)  # energy steps per generator step
+    # size of the generated batch each step draws; null: the data batch's size
+    generated_batch_size: int | None = setting(None, optional(at_least_two))
     energy_reg: float = setting(0.0, non_negative)  # alpha in alpha * mean(E^2)
     r1_gamma: float = setting(0.0, non_negative)  # gamma/2 E_data ||grad_x f||^2 (0: off)
     # before each energy step, log Z <- (1 - m) log Z + m * (the batch's L_D-optimal log Z)

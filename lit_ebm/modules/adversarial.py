@@ -7,20 +7,19 @@ to the objectives is float32 or wider under any Trainer precision (:mod:`lit_ebm
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torchmetrics import CatMetric
 
 from lit_ebm import generator_objectives, objectives
 from lit_ebm.energy import ResidualEnergy
 from lit_ebm.generators.base import Generator
-from lit_ebm.metrics import LogMeanExp
 from lit_ebm.modules.base import ADAM_DEFAULTS, AdamSettings, GenerativeModule, eval_mode
+from lit_ebm.modules.generated_batch import GeneratedBatch, draw_generated_batch
 from lit_ebm.modules.training_stats import (
     discriminator_stats,
     generator_stats,
@@ -32,31 +31,8 @@ from lit_ebm.sampling import EBMSamples, sample_ebm
 
 GENERATOR_OBJECTIVES = ("reverse_kl", "hybrid", "forward_kl")
 LOSS_NAMES = {"energy": "train/loss_d", "generator": "train/loss_g"}
-UNCONVERGED = 1e-6  # |dL_D/dlog Z| beyond this share of its terms' size: log Z not at its optimum
+UNCONVERGED = 1e-6  # |dL_D/dlog Z| past this share of its terms' size: log Z off its optimum
 ENERGY_ADAM: AdamSettings = {**ADAM_DEFAULTS, "lr": 1e-4, "betas": [0.5, 0.999]}
-
-
-@dataclass
-class GeneratedBatch:
-    """One generated batch x- ~ q serving both steps of a training batch.
-
-    ``log_q`` (and ``x``, for continuous generators) carry gradients to the generator when the
-    batch was drawn for a generator step; ``log_q_base`` = log q0(x) is the frozen base density
-    of a residual energy, computed once for both steps (None without one).
-    """
-
-    x: Tensor
-    log_q: Tensor
-    log_q_base: Tensor | None
-
-    def energy(self, energy: Callable[..., Tensor], detach: bool = False) -> Tensor:
-        """E(x-) by ``energy`` (:meth:`AdversarialEBM.energy_of`); ``detach`` cuts every path
-        to the generator (the energy step)."""
-        x = self.x.detach() if detach else self.x
-        if self.log_q_base is None:
-            return energy(x)
-        base = self.log_q_base.detach() if detach else self.log_q_base
-        return energy(x, base_log_prob=base)
 
 
 class AdversarialEBM(GenerativeModule):
@@ -73,6 +49,8 @@ class AdversarialEBM(GenerativeModule):
     generators); ``r1_gamma`` adds gamma/2 E_data ||grad_x f||^2 to the energy loss;
     ``log_z_tracking`` = m moves log Z a fraction m of the way to the batch's L_D-optimal value
     before every energy step (m = 1: the energy step is then the paper's IRL gradient exactly).
+    ``generated_batch_size`` sets the size of the generated batch (default: the data batch's);
+    the objectives weight each batch one half whatever their sizes (docs/mathematics.md).
     Without ``train_generator`` the generator is never stepped: only the energy and log Z learn,
     an EBM fitted over a fixed base (discriminator-driven sampling's setting, Azadi et al. 2019;
     the second stage of VAEBM, Xiao et al. 2021).
@@ -88,7 +66,7 @@ class AdversarialEBM(GenerativeModule):
                  energy_reg: float = 0.0, lr_schedule: str = "constant", r1_gamma: float = 0.0,
                  log_z_tracking: float = 0.0, generator_objective: str = "reverse_kl",
                  nll_weight: float = 1.0, sticking_the_landing: bool = False,
-                 train_generator: bool = True) -> None:
+                 train_generator: bool = True, generated_batch_size: int | None = None) -> None:
         super().__init__(generator, lr_schedule)
         if generator_objective not in GENERATOR_OBJECTIVES:
             raise ValueError(f"generator_objective must be one of {GENERATOR_OBJECTIVES}, got "
@@ -102,16 +80,19 @@ class AdversarialEBM(GenerativeModule):
         self.generator_objective, self.nll_weight = generator_objective, nll_weight
         self.sticking_the_landing = sticking_the_landing
         self.train_generator = train_generator
+        if generated_batch_size is not None and generated_batch_size < 2:
+            raise ValueError(f"generated_batch_size: None or >= 2, got {generated_batch_size}")
+        self.generated_batch_size = generated_batch_size
         self.log_z = nn.Parameter(torch.zeros(()))
         self.log_z_initialised: Tensor
         self.register_buffer("log_z_initialised", torch.tensor(False))
-        self.val_log_z_is = LogMeanExp()
+        self.val_scores = nn.ModuleDict({"real": CatMetric(), "fake": CatMetric()})  # -E - log q
         self.save_networks_and_hyperparameters(generator=self.generator, energy=self.energy)
 
     def training_step(self, x_real: Tensor, batch_idx: int) -> None:
         energy_opt, generator_opt = self.optimizers()  # type: ignore[attr-defined]
         generator_turn = self.train_generator and (batch_idx + 1) % self.n_critic == 0
-        fake = self.generate(len(x_real), keep_graph=generator_turn)
+        fake = self.generate(self.generated_batch_size or len(x_real), keep_graph=generator_turn)
         with torch.no_grad():
             log_q_real = self.log_q(x_real)
         log_q_fake = fake.log_q.detach()
@@ -120,7 +101,7 @@ class AdversarialEBM(GenerativeModule):
         energy_real, energy_fake = self.energy_of(x_real), fake.energy(self.energy_of, True)
         logging = (batch_idx + 1) % self.trainer.log_every_n_steps == 0  # type: ignore[attr-defined]
         self.track_log_z(torch.cat([energy_real, energy_fake]).detach(),
-                         torch.cat([log_q_real, log_q_fake]), logging)
+                         torch.cat([log_q_real, log_q_fake]), len(x_real), logging)
         loss_d = objectives.discriminator_loss(energy_real, energy_fake, self.log_z,
                                                log_q_real, log_q_fake)
         penalty = self.energy_reg * objectives.energy_magnitude_penalty(energy_real, energy_fake)
@@ -198,26 +179,9 @@ class AdversarialEBM(GenerativeModule):
         return grads[0], grads[1]
 
     def generate(self, num_samples: int, keep_graph: bool) -> GeneratedBatch:
-        """Draw x- ~ q with log q(x-) (and log q0(x-) for a residual energy), with the graphs
-        a generator step needs if ``keep_graph``. A discrete sample has no path to the
-        parameters: its log q is recomputed by ``log_prob`` (with gradient for the
-        score-function estimator), the function and precision the data are scored with."""
-        with torch.set_grad_enabled(keep_graph):
-            x, log_q = self.sample_q(num_samples)
-            expected = (num_samples, *self.generator.event_shape)
-            if tuple(x.shape) != expected or tuple(log_q.shape) != (num_samples,):
-                raise ValueError(
-                    f"generator.sample({num_samples}) at global step {self.global_step} returned "
-                    f"x of shape {tuple(x.shape)} and log_q of shape {tuple(log_q.shape)}; "
-                    f"expected {expected} and ({num_samples},): the generated batch must be as "
-                    "large as the data batch (docs/mathematics.md, the paper's setting)")
-            if self.generator.discrete:
-                x = x.detach()
-                log_q = self.log_q(x)
-            base = None
-            if isinstance(self.energy, ResidualEnergy):
-                base = density_call(self.energy.base, x.device.type, self.energy.base.log_prob, x)
-        return GeneratedBatch(x, log_q, base)
+        """A generated batch of ``num_samples`` (:func:`draw_generated_batch`)."""
+        return draw_generated_batch(self.generator, self.energy, num_samples, keep_graph,
+                                    self.device.type)
 
     def optimise(self, optimizer: LightningOptimizer, loss: Tensor, role: str,
                  value: Tensor) -> None:
@@ -245,24 +209,26 @@ class AdversarialEBM(GenerativeModule):
         extra = {} if base_log_prob is None else {"base_log_prob": base_log_prob}
         return density_call(self.energy, x.device.type, self.energy, x, **extra)
 
-    def track_log_z(self, energy: Tensor, log_q: Tensor, logging: bool) -> None:
-        """Move log Z toward the union batch's L_D-optimal value (fact 1), the mean over ranks:
-        all the way on the first batch, a fraction ``log_z_tracking`` after it; logs
-        ``train/log_z_gap``, the learned log Z minus that optimum, on ``logging`` steps. With
-        tracking off the optimum is only computed for the first batch and the log."""
+    def track_log_z(self, energy: Tensor, log_q: Tensor, num_real: int, logging: bool) -> None:
+        """Move log Z toward the L_D-optimal offset of the union of the data batch (its first
+        ``num_real`` entries) and the generated batch (fact 1), the mean over ranks: all the way
+        on the first batch, a fraction ``log_z_tracking`` after it. On ``logging`` steps logs
+        that offset (``train/log_z_ld_optimal``) and ``train/log_z_gap``, the learned log Z minus
+        it. With tracking off the offset is only computed for the first batch and the log."""
         initialised = bool(self.log_z_initialised)
         if initialised and self.log_z_tracking == 0 and not logging:
             return
         energy, log_q = energy.double(), log_q.double()  # the check must not see rounding
-        local = objectives.initial_log_z(energy, log_q)
-        gradient, size = objectives.log_z_derivative(energy, log_q, local)
+        local = objectives.ld_optimal_log_z(energy, log_q, num_real)
+        gradient, size = objectives.log_z_derivative(energy, log_q, local, num_real)
         if abs(gradient) > UNCONVERGED * size:
             warnings.warn(f"log Z: this batch's L_D-optimal log Z did not converge (dL_D/dlog Z "
                           f"{gradient:.3g} at {float(local):.6g})", stacklevel=2)
         optimum = self.trainer.strategy.reduce(local, reduce_op="mean")
         step = self.log_z_tracking if initialised else 1.0
         if initialised and logging:
-            self.log("train/log_z_gap", self.log_z.detach() - optimum)
+            self.log_dict({"train/log_z_ld_optimal": optimum.float(),
+                           "train/log_z_gap": self.log_z.detach() - optimum.float()})
         if step > 0:
             with torch.no_grad():
                 self.log_z.lerp_(torch.as_tensor(optimum, dtype=self.log_z.dtype), step)
@@ -319,8 +285,16 @@ class AdversarialEBM(GenerativeModule):
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         super().validation_step(batch, batch_idx)
         fake = self.generate(len(batch), keep_graph=False)
-        energy = torch.cat([self.energy_of(batch), fake.energy(self.energy_of)])
-        log_q = torch.cat([self.log_q(batch), fake.log_q])
-        self.val_log_z_is.update(-energy - objectives.log_mu(energy, self.log_z, log_q))
-        self.log("val/log_z_is", self.val_log_z_is)
+        self.val_scores["real"].update(-self.energy_of(batch) - self.log_q(batch))
+        self.val_scores["fake"].update(-fake.energy(self.energy_of) - fake.log_q)
         self.log("val/log_z", self.log_z.detach(), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val/log_z_ld_optimal``, the L_D-optimal offset of the whole validation split
+        and as many generated samples (an estimate of log Z where the EBM fits the data)."""
+        real, fake = (metric.compute().double() for metric in self.val_scores.values())
+        scores = torch.cat([real, fake])
+        offset = objectives.ld_optimal_log_z(-scores, torch.zeros_like(scores), len(real))
+        self.log("val/log_z_ld_optimal", offset.float())
+        for metric in self.val_scores.values():
+            metric.reset()
