@@ -14,6 +14,13 @@ two estimators of the same gradient (docs/mathematics.md):
   (``forward_kl_no_baseline``) against the batch-mean baseline training uses (``forward_kl``;
   Korbak et al. 2022).
 
+With ``--generated-batch-sizes N1 N2 ...`` it measures instead, for each size of the generated
+batch (``model.generated_batch_size``), the variance of the L_G gradient training takes
+(pathwise for continuous generators, the leave-one-out score function for discrete ones) and
+the seconds one draw and its gradient take; the product of the two is the variance of the mean
+of as many such gradients as one second buys, the figure that says which size spends a
+second best (lower is better).
+
 The two estimators of each pair have the same expectation, so their means agree up to noise;
 the figure of merit is the variance over batches, summed over parameters (the trace of the
 covariance), and its ratio within each pair. For continuous generators one more gradient is
@@ -23,8 +30,8 @@ sticking-the-landing gradient that carries the energy's signal, so its variance 
 no estimator of the same gradient removes by dropping terms of mean zero.
 
 Usage: ``python benchmarks/generator_gradient_variance.py --checkpoint ADV.ckpt
-[--batches 50] [--batch-size 64]``. Prints the figures and writes
-``benchmarks/results/generator_gradient_variance_<generator>.json``.
+[--batches 50] [--batch-size 64 | --generated-batch-sizes 16 32 64]``. Prints the figures and
+writes ``benchmarks/results/generator_gradient_variance_<generator>[_batch_sizes].json``.
 """
 
 from __future__ import annotations
@@ -91,21 +98,57 @@ def forward_kl_estimators(module: AdversarialEBM, x: Tensor) -> dict[str, Tensor
             "forward_kl": generator_objectives.generator_loss_forward_kl(energy, log_q)}
 
 
+def training_gradient_by_size(module: AdversarialEBM, sizes: list[int], batches: int,
+                              params: list[torch.nn.Parameter]) -> dict[str, dict[str, float]]:
+    """Per generated batch size: the variance of the reverse-KL gradient training takes and
+    the seconds one draw plus its gradient take, sizes interleaved so drift hits all alike."""
+    gradients: dict[int, list[Tensor]] = {n: [] for n in sizes}
+    seconds = dict.fromkeys(sizes, 0.0)
+    for _ in range(batches):
+        for n in sizes:
+            start = time.perf_counter()
+            fake = module.generate(n, keep_graph=True)
+            loss, _ = module.generator_loss(fake, fake.x.detach())
+            gradients[n].append(flat_gradient(loss, params))
+            seconds[n] += time.perf_counter() - start
+    results = {}
+    for n in sizes:
+        figures = summary(torch.stack(gradients[n]))
+        per_batch = seconds[n] / batches
+        results[f"generated_batch_size_{n}"] = {
+            **figures, "seconds_per_batch": per_batch,
+            "variance_times_seconds": figures["variance_trace"] * per_batch}
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="an AdversarialEBM checkpoint")
     parser.add_argument("--batches", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=64, help="as in training")
+    parser.add_argument("--generated-batch-sizes", type=int, nargs="+", default=None,
+                        help="measure the training gradient against these generated batch sizes")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     module = load_module(args.checkpoint, map_location="cpu").eval()
     if not isinstance(module, AdversarialEBM):
         raise SystemExit(f"{args.checkpoint} holds no energy: pass an AdversarialEBM checkpoint")
     module.generator_objective = "reverse_kl"  # L_G's estimators, whatever objective it trained
-    estimators: Callable[[AdversarialEBM, int], dict[str, Tensor]] = (
-        discrete_estimators if module.generator.discrete else continuous_estimators)
+    module.sticking_the_landing = False
     torch.manual_seed(args.seed)
     params = list(module.generator.parameters())
+    name = f"generator_gradient_variance_{type(module.generator).__name__.lower()}"
+    if args.generated_batch_sizes:
+        start = time.perf_counter()
+        by_size = training_gradient_by_size(module, args.generated_batch_sizes, args.batches,
+                                            params)
+        report(f"{name}_batch_sizes", {
+            "checkpoint": str(Path(args.checkpoint)), "batches": args.batches,
+            "torch_threads": torch.get_num_threads(),
+            "seconds": time.perf_counter() - start, **by_size})
+        return
+    estimators: Callable[[AdversarialEBM, int], dict[str, Tensor]] = (
+        discrete_estimators if module.generator.discrete else continuous_estimators)
     gradients: dict[str, list[Tensor]] = {}
     start = time.perf_counter()
     for _ in range(args.batches):
@@ -124,7 +167,7 @@ def main() -> None:
         if old in results:
             results[f"variance_ratio_{old}_over_{new}"] = (
                 results[old]["variance_trace"] / results[new]["variance_trace"])
-    report(f"generator_gradient_variance_{type(module.generator).__name__.lower()}", results)
+    report(name, results)
 
 
 if __name__ == "__main__":

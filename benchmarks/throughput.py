@@ -14,8 +14,9 @@ Ratios are previous time over current time (keys ending in ``speedup``); steps o
 alternate within each of ``--rounds`` rounds and the median round is kept (this machine's speed
 drifts by several percent from minute to minute). It also reports, for the current path, the
 adversarial-to-ML step ratio, the passes an adversarial RealNVP step cannot avoid (its floor),
-the ML step with and without channels-last memory, and Lightning's overhead over a plain
-PyTorch loop (float32, contiguous).
+the ML step with and without channels-last memory, Lightning's overhead over a plain
+PyTorch loop (float32, contiguous), and the PixelCNN's adversarial step at generated batches of
+16, 32 and 64 beside its ML step (``by_generated_batch_size``).
 ``torch.compile`` is not used on either path.
 
 Usage: ``python benchmarks/throughput.py [--steps N] [--warmup N] [--rounds N]
@@ -250,6 +251,25 @@ def steps_side_by_side(config: str, steps: int, warmup: int, rounds: int,
         entry["ml_step_speedup"] for entry in measured]}
 
 
+def generated_batch_sizes(config: str, sizes: Sequence[int], steps: int, warmup: int,
+                          rounds: int, precision: str) -> dict[str, Any]:
+    """The current path's adversarial step at each generated batch size
+    (``model.generated_batch_size``; the data batch stays as configured) against its ML step,
+    alternating in ``rounds`` rounds; the median step seconds of each over the rounds."""
+    seconds: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        seconds.setdefault("mle", []).append(images_per_second(
+            config, "mle", steps, warmup, precision=precision)["median_step_seconds"])
+        for n in sizes:
+            seconds.setdefault(f"adversarial_generated_{n}", []).append(images_per_second(
+                config, "adversarial", steps, warmup, precision=precision,
+                overrides=[f"model.generated_batch_size={n}"])["median_step_seconds"])
+    medians = {key: statistics.median(values) for key, values in seconds.items()}
+    return {**{f"{key}_step_seconds": value for key, value in medians.items()},
+            **{f"adversarial_over_ml_generated_{n}":
+               medians[f"adversarial_generated_{n}"] / medians["mle"] for n in sizes}}
+
+
 def sampling_side_by_side(config: str, sizes: Sequence[int], repeats: int) -> dict[str, Any]:
     """Sampling seconds of both samplers at each size (the PixelCNN; a flow has one sampler)."""
     out: dict[str, Any] = {}
@@ -317,6 +337,8 @@ def main() -> None:
         "pixelcnn": {
             **steps_side_by_side(pixelcnn, args.steps, args.warmup, args.rounds, args.precision),
             **sampling_side_by_side(pixelcnn, (64, 1000), args.sample_repeats),
+            "by_generated_batch_size": generated_batch_sizes(
+                pixelcnn, (16, 32, 64), args.steps, args.warmup, args.rounds, args.precision),
             "channels_last_ml_step": channels_last_speedup(pixelcnn, args.steps, args.warmup,
                                                            args.precision),
         },
