@@ -1,4 +1,7 @@
-"""The generated batch x- ~ q that one adversarial training batch draws for both of its steps."""
+"""Draws of the generator with the densities the energy needs: the generated batch x- ~ q that
+one adversarial training batch draws for both of its steps, and the groups of proposal draws
+that sampling-importance-resampling and independence Metropolis-Hastings pick from
+(:mod:`lit_ebm.sampling`); and E(x) at the precision densities keep."""
 
 from __future__ import annotations
 
@@ -10,7 +13,15 @@ from torch import Tensor, nn
 
 from lit_ebm.energy import ResidualEnergy
 from lit_ebm.generators.base import Generator
+from lit_ebm.metrics import log_mixture
 from lit_ebm.precision import density_call
+
+
+def energy_at(energy: nn.Module, x: Tensor, base_log_prob: Tensor | None = None) -> Tensor:
+    """E(x), shape ``(B,)``, float32 or wider under any autocast setting; ``base_log_prob`` is a
+    residual energy's log q0(x) where it is already computed."""
+    extra = {} if base_log_prob is None else {"base_log_prob": base_log_prob}
+    return density_call(energy, x.device.type, energy, x, **extra)
 
 
 @dataclass
@@ -58,3 +69,47 @@ def draw_generated_batch(generator: Generator, energy: nn.Module, num_samples: i
         if isinstance(energy, ResidualEnergy):
             base = density_call(energy.base, device_type, energy.base.log_prob, x)
     return GeneratedBatch(x, log_q, base)
+
+
+@dataclass
+class Candidates:
+    """``n`` groups of ``M`` proposal draws: ``x`` ``(n, M, *event_shape)`` and their
+    importance log-weights ``log_weights`` ``(n, M)`` = -E(x) - log q_prop(x); flat over the
+    groups, each draw's ``energy`` E(x), ``log_q`` and, for a residual energy, ``log_q_base``."""
+
+    x: Tensor
+    log_weights: Tensor
+    energy: Tensor
+    log_q: Tensor
+    log_q_base: Tensor | None
+
+
+@torch.no_grad()
+def draw_candidates(generator: Generator, energy: nn.Module, n: int, candidates: int,
+                    base_mixture: bool = False) -> Candidates:
+    """The proposal draws sampling-importance-resampling picks from and independence
+    Metropolis-Hastings chains run through, one group per sample: q_prop = q, drawn as training
+    draws its generated batch (:func:`lit_ebm.generated_batch.draw_generated_batch`), or with
+    ``base_mixture`` the defensive mixture (q + q0) / 2 of the generator and a residual energy's
+    base (:func:`lit_ebm.metrics.log_mixture`), each draw from q or q0 by a fair coin."""
+    total, device = n * candidates, generator.device
+    if not base_mixture:
+        fake = draw_generated_batch(generator, energy, total, False, device.type)
+        x, log_q, log_q0 = fake.x, fake.log_q, fake.log_q_base
+        e = fake.energy(lambda x, **extra: energy_at(energy, x, **extra))
+        log_proposal = log_q
+    else:
+        assert isinstance(energy, ResidualEnergy)  # resolve_options allows base_mixture only then
+        base = energy.base
+        from_base = torch.rand(total, device=device) < 0.5
+        x = torch.empty(total, *generator.event_shape, device=device)
+        for source, rows in ((generator, ~from_base), (base, from_base)):
+            if rows.any():
+                drawn = density_call(source, device.type, source.sample, int(rows.sum()))[0]
+                x[rows] = drawn.to(x.dtype)
+        log_q = density_call(generator, device.type, generator.log_prob, x)
+        log_q0 = density_call(base, device.type, base.log_prob, x)
+        e = energy_at(energy, x, base_log_prob=log_q0)
+        log_proposal = log_mixture(log_q, log_q0, 0.5).to(e.dtype)
+    return Candidates(x.reshape(n, candidates, *x.shape[1:]),
+                      (-e - log_proposal).reshape(n, candidates), e, log_q, log_q0)

@@ -5,9 +5,9 @@ takes its randomness as arguments (Gaussian noise, uniforms), so that a transiti
 deterministic function of what it is given. :mod:`lit_ebm.sampling` applies them to an EBM
 (docs/mathematics.md, "Sampling the EBM").
 
-A log-density or log-weight that is not finite counts as impossible (-inf): a proposal there is
-rejected, and a chain that starts there leaves at its first finite proposal. Chains so stay at
-finite states.
+A log-density or log-weight that is not finite (NaN, +-inf) counts as impossible: a proposal
+there is rejected, a chain that starts there leaves at its first finite proposal, and
+resampling never picks it while its group holds a finite one. Chains so stay at finite states.
 """
 
 from __future__ import annotations
@@ -87,7 +87,28 @@ def imh_accept(log_weight: Tensor, proposed_log_weight: Tensor, uniform: Tensor)
     w = pi / q, accept where ``uniform`` (U[0, 1)) < min(1, w(x') / w(x)); pi is invariant, and
     only ratios of weights enter, so pi need not be normalised. Log-weights ``(B,)``.
     """
-    return torch.isfinite(proposed_log_weight) & (uniform.log() < proposed_log_weight - log_weight)
+    stuck = ~torch.isfinite(log_weight)  # an impossible state: any finite proposal is taken
+    return torch.isfinite(proposed_log_weight) & (
+        stuck | (uniform.log() < proposed_log_weight - log_weight))
+
+
+def sampling_importance_resampling(log_weights: Tensor,
+                                   generator: torch.Generator | None = None) -> Tensor:
+    """Pick one candidate per row of ``log_weights`` ``(N, M)`` with probability proportional to
+    exp(log_weights); returns the picked column of each row, ``(N,)`` (Rubin 1988).
+
+    With log_weights = -E(x) - log q(x) for M candidates x ~ q, the picks approach samples of
+    p = exp(-E) / Z as M grows; at M = 1 they are the generator's samples. Non-finite weights
+    count as zero; a row with no finite weight keeps its first candidate.
+    """
+    if log_weights.ndim != 2:
+        raise ValueError(f"expected log-weights of shape (N, M), got {tuple(log_weights.shape)}")
+    log_w = log_weights.detach().double()
+    finite = torch.isfinite(log_w)
+    log_w = torch.where(finite, log_w, -math.inf)
+    log_w[~finite.any(dim=1), 0] = 0.0
+    probabilities = torch.softmax(log_w, dim=1)
+    return torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
 
 
 def imh_over_candidates(log_weights: Tensor, uniform: Tensor) -> tuple[Tensor, Tensor]:

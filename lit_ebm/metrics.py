@@ -15,9 +15,21 @@ def knn_radii(features: Tensor, k: int) -> Tensor:
     return distances.kthvalue(k + 1, dim=1).values  # the row itself is the nearest, at 0
 
 
-def precision_recall_density_coverage(real: Tensor, fake: Tensor, k: int = 5
+def equal_counts(real: Tensor, fake: Tensor, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``real`` and ``fake`` cut to the smaller one's size, the larger by a uniform subset drawn
+    with ``seed``: a set's k-nearest-neighbour radii shrink as it grows, so manifold metrics of
+    sets of unequal sizes are biased (more fakes than reals: recall low, coverage high)."""
+    count = min(len(real), len(fake))
+    generator = torch.Generator().manual_seed(seed)
+    cut = [x if len(x) == count else x[torch.randperm(len(x), generator=generator)[:count]
+                                       .to(x.device)] for x in (real, fake)]
+    return cut[0], cut[1]
+
+
+def precision_recall_density_coverage(real: Tensor, fake: Tensor, k: int = 5, seed: int = 0
                                       ) -> dict[str, float]:
-    """Manifold metrics on features ``(n, d)`` and ``(m, d)``, with k-nearest-neighbour balls.
+    """Manifold metrics on features ``(n, d)`` and ``(m, d)``, with k-nearest-neighbour balls,
+    on equal numbers of each (:func:`equal_counts`, the subset drawn with ``seed``).
 
     With r_i the distance from real i to its k-th nearest real neighbour (s_j likewise among
     fakes), and closed balls:
@@ -30,7 +42,7 @@ def precision_recall_density_coverage(real: Tensor, fake: Tensor, k: int = 5
     if min(len(real), len(fake)) <= k:
         raise ValueError(f"k={k} nearest neighbours need more than {k} real and fake feature "
                          f"vectors, got {len(real)} and {len(fake)}")
-    real, fake = real.double(), fake.double()
+    real, fake = equal_counts(real.double(), fake.double(), seed)
     real_radii, fake_radii = knn_radii(real, k), knn_radii(fake, k)
     distances = torch.cdist(real, fake)  # (n, m)
     in_real_ball = distances <= real_radii.unsqueeze(1)
@@ -139,17 +151,3 @@ def log_mixture(log_q: Tensor, log_q_base: Tensor, weight_q: float) -> Tensor:
         raise ValueError(f"the mixture weight of q must be in (0, 1), got {weight_q}")
     return torch.logaddexp(math.log(weight_q) + log_q.double(),
                            math.log1p(-weight_q) + log_q_base.double())
-
-
-def sampling_importance_resampling(log_weights: Tensor,
-                                   generator: torch.Generator | None = None) -> Tensor:
-    """Pick one candidate per row of ``log_weights`` ``(N, M)`` with probability proportional to
-    exp(log_weights); returns the picked column of each row, ``(N,)``.
-
-    With log_weights = -E(x) - log q(x) for M candidates x ~ q, the picks approach samples of
-    p = exp(-E) / Z as M grows; at M = 1 they are the generator's samples.
-    """
-    if log_weights.ndim != 2:
-        raise ValueError(f"expected log-weights of shape (N, M), got {tuple(log_weights.shape)}")
-    probabilities = torch.softmax(log_weights.detach().double(), dim=1)
-    return torch.multinomial(probabilities, 1, generator=generator).squeeze(1)

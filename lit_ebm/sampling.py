@@ -3,7 +3,7 @@
 
 - ``"generator"``: the generator's own draws x ~ q (at a ``temperature``, where it takes one);
 - ``"sir"``: sampling-importance-resampling, one of ``candidates`` draws of q kept with
-  probability proportional to exp(-E - log q) (:func:`lit_ebm.metrics`);
+  probability proportional to exp(-E - log q);
 - ``"mcmc"``: MALA in a flow's latent space (:func:`latent_target`), chains started at the
   generator's draws, the step size adapted during ``burn_in``, then frozen for ``steps``;
 - ``"imh"``: independence Metropolis-Hastings with the generator as proposal (or, for a residual
@@ -25,16 +25,17 @@ from torch import Tensor, nn
 
 from lit_ebm.energy import ResidualEnergy
 from lit_ebm.errors import InvalidArgument, require, require_positive_int
+from lit_ebm.generated_batch import draw_candidates, energy_at
 from lit_ebm.generators.base import Generator, sampler_at
 from lit_ebm.generators.flows import FlowGenerator, standard_normal_log_prob
 from lit_ebm.mcmc import (
     LogDensityAndGradient,
     adapt_log_step_size,
     evaluate_state,
-    imh_accept,
+    imh_over_candidates,
     mala_step,
+    sampling_importance_resampling,
 )
-from lit_ebm.metrics import log_mixture, sampling_importance_resampling
 from lit_ebm.precision import density_call
 
 METHODS = ("generator", "sir", "mcmc", "imh")
@@ -87,12 +88,6 @@ class _Batch:
     step_size: float | None = None
 
 
-def _energy(energy: nn.Module, x: Tensor, base_log_prob: Tensor | None = None) -> Tensor:
-    """E(x) in float32 or wider; ``base_log_prob`` is a residual energy's log q0(x)."""
-    extra = {} if base_log_prob is None else {"base_log_prob": base_log_prob}
-    return density_call(energy, x.device.type, energy, x, **extra)
-
-
 def _density(generator: Generator, method: Callable[..., Any], *args: Any) -> Any:
     return density_call(generator, generator.device.type, method, *args)
 
@@ -120,7 +115,7 @@ def latent_target(generator: Generator, energy: nn.Module) -> tuple[FlowGenerato
         if isinstance(energy, ResidualEnergy):
             net = energy.net
             return standard_normal_log_prob(z) - density_call(net, z.device.type, net, x)
-        return log_det - _energy(energy, x)
+        return log_det - energy_at(energy, x)
 
     def log_density_and_grad(z: Tensor) -> tuple[Tensor, Tensor]:
         with torch.enable_grad():
@@ -130,63 +125,6 @@ def latent_target(generator: Generator, energy: nn.Module) -> tuple[FlowGenerato
         return value.detach(), grad
 
     return flow, log_density_and_grad
-
-
-def _known(log_density: Tensor, grad: Tensor) -> LogDensityAndGradient:
-    """A target that returns values already computed, to make a state of them."""
-    return lambda _: (log_density, grad)
-
-
-@torch.no_grad()
-def annealed_log_weights(generator: Generator, energy: nn.Module, num_chains: int,
-                         temperatures: int, step_size: float) -> tuple[Tensor, float]:
-    """Annealed importance sampling of the EBM's Z over a flow (Neal 2001, "Annealed importance
-    sampling", Statist. Comput. 11): ``num_chains`` log-weights whose exp has mean Z exactly, and
-    the MALA acceptance rate along the way.
-
-    In the flow's latent (:func:`latent_target`) the EBM is pi_1(z) = N(z) exp(l(z)) with
-    l = log pi_1 - log N, whose normaliser is Z itself: the change of variables keeps mass, and for
-    a residual energy l(z) = -f(g0(z)). The path pi_b(z) = N(z) exp(b l(z)) runs from the
-    normalised N(0, I) at b = 0 to pi_1 at b = 1 over ``temperatures`` equal steps. Each chain
-    starts at z_0 ~ N(0, I) (x ~ the flow's density) and, for k = 1..K, adds
-    (b_k - b_{k-1}) l(z_{k-1}) to its log-weight, then makes one MALA transition (step size
-    ``step_size``, fixed) that leaves pi_{b_k} invariant. E[exp(log-weight)] = Z for any K and
-    any mixing; more temperatures only shrink the weights' spread. K = 1 is importance sampling
-    from the flow's own density."""
-    flow, target = latent_target(generator, energy)
-    last: dict[str, Tensor] = {}
-
-    def ratio(z: Tensor) -> tuple[Tensor, Tensor]:  # l(z) and its gradient, remembered
-        value, grad = target(z)
-        last["log_ratio"], last["grad"] = value - standard_normal_log_prob(z), grad + z
-        return last["log_ratio"], last["grad"]
-
-    def tempered_at(beta: float) -> LogDensityAndGradient:
-        def tempered(z: Tensor) -> tuple[Tensor, Tensor]:
-            value, grad = ratio(z)
-            return standard_normal_log_prob(z) + beta * value, beta * grad - z
-        return tempered
-
-    z = torch.randn(num_chains, flow.num_dims, device=flow.device,
-                    dtype=next(flow.parameters()).dtype)
-    log_ratio, grad = ratio(z)
-    log_weights = torch.zeros(num_chains, dtype=torch.float64, device=z.device)
-    accepted = 0
-    for k in range(1, temperatures + 1):
-        log_weights += log_ratio.double() / temperatures
-        if k == temperatures:
-            break  # a last transition would change no weight
-        beta = k / temperatures
-        state = evaluate_state(z, _known(standard_normal_log_prob(z) + beta * log_ratio,
-                                         beta * grad - z))
-        state, _, moved = mala_step(state, tempered_at(beta), step_size, torch.randn_like(z),
-                                    torch.rand_like(log_ratio))
-        z = state.z
-        log_ratio = torch.where(moved, last["log_ratio"], log_ratio)
-        grad = torch.where(moved[:, None], last["grad"], grad)
-        accepted += int(moved.sum())
-    log_weights = torch.where(torch.isfinite(log_weights), log_weights, -math.inf)
-    return log_weights.cpu(), accepted / max(1, num_chains * (temperatures - 1))
 
 
 @torch.no_grad()
@@ -214,49 +152,23 @@ def _mcmc_batch(generator: Generator, energy: nn.Module, n: int, steps: int, bur
     return _Batch(x, accepted, n * steps, math.exp(log_h))
 
 
-def _proposals(generator: Generator, energy: nn.Module, n: int,
-               base_mixture: bool) -> tuple[Tensor, Tensor]:
-    """``n`` draws x of the proposal and their log-weights -E(x) - log q_prop(x): q_prop = q,
-    or with ``base_mixture`` the defensive mixture (q + q0) / 2 of the generator and a residual
-    energy's base (:func:`lit_ebm.metrics.log_mixture`), each draw from q or q0 by a fair coin."""
-    if not base_mixture:
-        x, log_q = _density(generator, generator.sample, n)
-        return x, -_energy(energy, x) - log_q
-    assert isinstance(energy, ResidualEnergy)  # resolve_options allows base_mixture only then
-    base = energy.base
-    from_base = torch.rand(n, device=generator.device) < 0.5
-    x = torch.empty(n, *generator.event_shape, device=generator.device)
-    for source, rows in ((generator, ~from_base), (base, from_base)):
-        if rows.any():
-            x[rows] = _density(source, source.sample, int(rows.sum()))[0].to(x.dtype)
-    log_q, log_q0 = _density(generator, generator.log_prob, x), _density(base, base.log_prob, x)
-    return x, -_energy(energy, x, base_log_prob=log_q0) - log_mixture(log_q, log_q0, 0.5)
-
-
 @torch.no_grad()
 def _imh_batch(generator: Generator, energy: nn.Module, n: int, steps: int,
                base_mixture: bool) -> _Batch:
-    """``n`` independence Metropolis-Hastings chains started at a proposal draw, each making
-    ``steps`` proposals; the chains' last states."""
-    x, log_w = _proposals(generator, energy, n, base_mixture)
-    log_w = torch.where(torch.isfinite(log_w), log_w, -math.inf)
-    accepted = 0
-    for _ in range(steps):
-        x_new, log_w_new = _proposals(generator, energy, n, base_mixture)
-        move = imh_accept(log_w, log_w_new, torch.rand_like(log_w))
-        x = torch.where(move.reshape(-1, *[1] * (x.dim() - 1)), x_new, x)
-        log_w = torch.where(move, log_w_new, log_w)
-        accepted += int(move.sum())
-    return _Batch(x, accepted, n * steps)
+    """``n`` independence Metropolis-Hastings chains started at a proposal draw, each offered
+    ``steps`` more; the chains' last states."""
+    drawn = draw_candidates(generator, energy, n, steps + 1, base_mixture)
+    end, moves = imh_over_candidates(drawn.log_weights,
+                                     torch.rand(n, steps, device=drawn.x.device))
+    return _Batch(drawn.x[torch.arange(n, device=end.device), end], int(moves.sum()), n * steps)
 
 
 @torch.no_grad()
 def _sir_batch(generator: Generator, energy: nn.Module, n: int, candidates: int) -> _Batch:
     """``n`` samples, each one of ``candidates`` draws of q resampled by weight exp(-E - log q)."""
-    x, log_q = _density(generator, generator.sample, n * candidates)
-    log_w = (-_energy(energy, x) - log_q).reshape(n, candidates)
-    x = x.reshape(n, candidates, *x.shape[1:])
-    return _Batch(x[torch.arange(n, device=x.device), sampling_importance_resampling(log_w)])
+    drawn = draw_candidates(generator, energy, n, candidates)
+    pick = sampling_importance_resampling(drawn.log_weights).to(drawn.x.device)
+    return _Batch(drawn.x[torch.arange(n, device=drawn.x.device), pick])
 
 
 @torch.no_grad()

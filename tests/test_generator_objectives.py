@@ -27,7 +27,7 @@ E3 = torch.zeros(3, dtype=F64)
 @pytest.mark.parametrize(
     ("call", "names"),
     [
-        (lambda: generator_loss_hybrid(E4, E4, E3, 1.0), ["log_q_real (3,)"]),
+        (lambda: generator_loss_hybrid(E4, E4, E3[None], 1.0), ["log_q_real (1, 3)"]),
         (lambda: generator_loss_forward_kl(E4, E3), ["energy_fake", "log_q_fake"]),
         (lambda: nll_penalty(E4[None]), ["log_q_real (1, 4)"]),
     ],

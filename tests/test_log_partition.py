@@ -12,6 +12,7 @@ import pytest
 import torch
 from scipy import stats
 
+from lit_ebm.annealing import annealed_log_weights
 from lit_ebm.energy import MLPEnergy, ResidualEnergy
 from lit_ebm.errors import ConfigError
 from lit_ebm.evaluation import (
@@ -32,7 +33,6 @@ from lit_ebm.metrics import (
     pareto_k_hat,
 )
 from lit_ebm.modules import AdversarialEBM
-from lit_ebm.sampling import annealed_log_weights
 from lit_ebm.toy2d import log_partition_grid
 from tests.test_sampling import toy_energy, toy_flow
 

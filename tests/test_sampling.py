@@ -14,12 +14,15 @@ from torch import Tensor, nn
 
 from lit_ebm.energy import MLPEnergy, ResidualEnergy
 from lit_ebm.errors import InvalidArgument
+from lit_ebm.evaluation import draw_ebm
 from lit_ebm.generators import GaussianMixture2d, PixelCNN, RealNVP2d
 from lit_ebm.mcmc import (
     adapt_log_step_size,
     evaluate_state,
     imh_accept,
+    imh_over_candidates,
     mala_step,
+    sampling_importance_resampling,
 )
 from lit_ebm.modules import AdversarialEBM
 from lit_ebm.sampling import EBMSamples, sample_ebm
@@ -137,6 +140,60 @@ def test_imh_accepts_by_the_ratio_of_weights() -> None:
     uniform = torch.tensor([0.49, 0.51, 0.99, 0.0, 0.0])
     assert imh_accept(log_w, proposed, uniform).tolist() == [True, False, True, False, False]
     assert imh_accept(torch.tensor([-math.inf]), torch.tensor([-50.0]), torch.tensor([0.99]))
+
+
+def test_sir_picks_the_generator_at_one_candidate_and_the_ebm_at_many() -> None:
+    """Four states with q = (0.4, 0.3, 0.2, 0.1) and p = exp(-E) / Z = (0.1, 0.2, 0.3, 0.4)."""
+    q = torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=torch.float64)
+    p = q.flip(0)
+    energy = -p.log()  # Z = 1
+    generator = torch.Generator().manual_seed(0)
+
+    def picks(num: int, candidates: int) -> torch.Tensor:
+        states = torch.multinomial(q.expand(num, -1), candidates, replacement=True,
+                                   generator=generator)
+        column = sampling_importance_resampling(-energy[states] - q.log()[states], generator)
+        return states[torch.arange(num), column]
+
+    counts = torch.bincount(picks(20000, 1), minlength=4).double()
+    assert stats.chisquare(counts.numpy(), 20000 * q.numpy()).pvalue > 1e-3
+    frequencies = torch.bincount(picks(20000, 256), minlength=4).double() / 20000
+    assert float((frequencies - p).abs().sum()) < 0.03  # total variation (x2) to p
+    with pytest.raises(ValueError, match=r"shape \(N, M\)"):
+        sampling_importance_resampling(energy)
+
+
+
+
+def test_non_finite_weights_never_win_and_never_hold_a_chain() -> None:
+    """A NaN or infinite first candidate: the chain leaves it at the first finite proposal and
+    resampling never picks it; a row with no finite weight keeps its first candidate."""
+    log_w = torch.tensor([[math.nan, -3.0, -1.0], [math.inf, -2.0, math.nan],
+                          [math.nan, math.nan, math.nan]], dtype=torch.float64)
+    end, accepted = imh_over_candidates(log_w, torch.full((3, 2), 0.99, dtype=torch.float64))
+    assert end.tolist() == [2, 1, 0] and accepted.tolist() == [2, 1, 0]
+    picks = torch.stack([sampling_importance_resampling(log_w) for _ in range(200)])
+    assert set(picks[:, 0].tolist()) == {1, 2} and set(picks[:, 1].tolist()) == {1}
+    assert set(picks[:, 2].tolist()) == {0}
+
+
+class NanOnTheRight(nn.Module):
+    """E(x) = |x|^2 / 2, NaN where the first coordinate is positive (half of a 2-D Gaussian)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        energy = 0.5 * x.square().sum(dim=1)
+        return torch.where(x[:, 0] > 0, torch.full_like(energy, math.nan), energy)
+
+
+def test_evaluation_draws_leave_non_finite_energies() -> None:
+    """draw_ebm's chains and resampling keep only finite-energy draws where a group has one."""
+    torch.manual_seed(0)
+    module = AdversarialEBM(RealNVP2d(num_couplings=2, hidden_features=8), NanOnTheRight())
+    draws = draw_ebm(module, 200, 8, batch_size=64)
+    assert torch.isnan(draws.energy).any() and (draws.generator[:, 0] > 0).any()
+    for images in (draws.resampled, draws.chained):
+        assert (images[:, 0] > 0).float().mean() < 0.01  # 2^-8 of the groups have no finite one
+    assert draws.chain_accepted > 0
 
 
 def test_step_size_adaptation_is_robbins_monro_on_the_log_step() -> None:

@@ -23,21 +23,21 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lit_ebm.annealing import annealed_log_weights
 from lit_ebm.energy import ResidualEnergy
 from lit_ebm.evaluation.quality import batches
+from lit_ebm.generated_batch import draw_candidates
 from lit_ebm.generators import to_levels
-from lit_ebm.mcmc import imh_over_candidates
+from lit_ebm.mcmc import imh_over_candidates, sampling_importance_resampling
 from lit_ebm.metrics import (
     PARETO_K_RELIABLE,
     log_mixture,
     log_partition_proposal,
     log_partition_weights,
-    sampling_importance_resampling,
 )
 from lit_ebm.modules import AdversarialEBM
 from lit_ebm.precision import density_call
 from lit_ebm.progress import Progress
-from lit_ebm.sampling import annealed_log_weights
 
 
 @dataclass
@@ -90,21 +90,19 @@ def draw_ebm(module: AdversarialEBM, num_samples: int, candidates: int, batch_si
     accepted = 0
     with Progress(num_samples * candidates, f"{label}: samples") as progress:
         for n in batches(num_samples, groups_per_batch):
-            fake = module.generate(n * candidates, keep_graph=False)
-            e = fake.energy(module.energy_of)
-            x = fake.x.reshape(n, candidates, *fake.x.shape[1:])
-            log_weights = (-e - fake.log_q).reshape(n, candidates)
-            pick = sampling_importance_resampling(log_weights)
-            uniform = torch.rand(n, candidates - 1, device=log_weights.device)
-            end, moves = imh_over_candidates(log_weights, uniform)
-            first.append(to_levels(x[:, 0], discrete).cpu())
-            resampled.append(to_levels(x[torch.arange(n), pick], discrete).cpu())
-            chained.append(to_levels(x[torch.arange(n), end], discrete).cpu())
+            drawn = draw_candidates(module.generator, module.energy, n, candidates)
+            rows = torch.arange(n, device=drawn.x.device)
+            pick = sampling_importance_resampling(drawn.log_weights).to(rows.device)
+            end, moves = imh_over_candidates(
+                drawn.log_weights, torch.rand(n, candidates - 1, device=rows.device))
+            first.append(to_levels(drawn.x[:, 0], discrete).cpu())
+            resampled.append(to_levels(drawn.x[rows, pick], discrete).cpu())
+            chained.append(to_levels(drawn.x[rows, end], discrete).cpu())
             accepted += int(moves.sum())
-            energy.append(e.double().cpu())
-            log_q.append(fake.log_q.double().cpu())
-            if fake.log_q_base is not None:
-                log_q_base.append(fake.log_q_base.double().cpu())
+            energy.append(drawn.energy.double().cpu())
+            log_q.append(drawn.log_q.double().cpu())
+            if drawn.log_q_base is not None:
+                log_q_base.append(drawn.log_q_base.double().cpu())
             progress.update(n * candidates)
     base = torch.cat(log_q_base) if log_q_base else None
     return EBMDraws(torch.cat(first), torch.cat(resampled), torch.cat(chained), accepted,
@@ -167,7 +165,7 @@ def estimate_log_z(module: AdversarialEBM, draws: EBMDraws, requested: str,
 def estimate_log_z_annealed(module: AdversarialEBM, chains: int, temperatures: int,
                             batch_size: int = 256, pilot_steps: int = 50) -> LogZEstimate:
     """log Z of an EBM over a flow by annealed importance sampling
-    (:func:`lit_ebm.sampling.annealed_log_weights`): ``chains`` chains over ``temperatures``
+    (:func:`lit_ebm.annealing.annealed_log_weights`): ``chains`` chains over ``temperatures``
     temperatures, ``batch_size`` at a time, at the MALA step size that ``pilot_steps`` steps of
     adaptation toward the default acceptance rate reach on the EBM itself (a separate pilot run,
     so that the annealing's transitions are fixed and its weights unbiased). The proposal's name

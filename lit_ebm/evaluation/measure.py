@@ -247,7 +247,7 @@ def _measured(row: Row, extractor: Any, real: Tensor, distances: FeatureDistance
     fake = image_features(extractor, row.images)
     distances.update(fake, real=False)
     values = {**distances.compute(seed=seed),
-              **precision_recall_density_coverage(real, fake, NEAREST_NEIGHBOURS)}
+              **precision_recall_density_coverage(real, fake, NEAREST_NEIGHBOURS, seed)}
     distances.reset_fake()
     return replace(row, features=extractor.name, num_samples=len(row.images),
                    metrics=SampleMetrics(**values))

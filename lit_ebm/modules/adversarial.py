@@ -17,9 +17,9 @@ from torchmetrics import CatMetric
 
 from lit_ebm import generator_objectives, objectives
 from lit_ebm.energy import ResidualEnergy
+from lit_ebm.generated_batch import GeneratedBatch, draw_generated_batch, energy_at
 from lit_ebm.generators.base import Generator
 from lit_ebm.modules.base import ADAM_DEFAULTS, AdamSettings, GenerativeModule, eval_mode
-from lit_ebm.modules.generated_batch import GeneratedBatch, draw_generated_batch
 from lit_ebm.modules.training_stats import (
     discriminator_stats,
     generator_stats,
@@ -86,7 +86,7 @@ class AdversarialEBM(GenerativeModule):
         self.log_z = nn.Parameter(torch.zeros(()))
         self.log_z_initialised: Tensor
         self.register_buffer("log_z_initialised", torch.tensor(False))
-        self.val_scores = nn.ModuleDict({"real": CatMetric(), "fake": CatMetric()})  # -E - log q
+        self.val_real, self.val_fake = CatMetric(), CatMetric()  # -E - log q of each set
         self.save_networks_and_hyperparameters(generator=self.generator, energy=self.energy)
 
     def training_step(self, x_real: Tensor, batch_idx: int) -> None:
@@ -206,8 +206,7 @@ class AdversarialEBM(GenerativeModule):
     def energy_of(self, x: Tensor, base_log_prob: Tensor | None = None) -> Tensor:
         """E(x), shape ``(B,)``, float32 or wider under any autocast setting; ``base_log_prob``
         is a residual energy's log q0(x) where it is already computed."""
-        extra = {} if base_log_prob is None else {"base_log_prob": base_log_prob}
-        return density_call(self.energy, x.device.type, self.energy, x, **extra)
+        return energy_at(self.energy, x, base_log_prob)
 
     def track_log_z(self, energy: Tensor, log_q: Tensor, num_real: int, logging: bool) -> None:
         """Move log Z toward the L_D-optimal offset of the union of the data batch (its first
@@ -285,16 +284,16 @@ class AdversarialEBM(GenerativeModule):
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         super().validation_step(batch, batch_idx)
         fake = self.generate(len(batch), keep_graph=False)
-        self.val_scores["real"].update(-self.energy_of(batch) - self.log_q(batch))
-        self.val_scores["fake"].update(-fake.energy(self.energy_of) - fake.log_q)
+        self.val_real.update(-self.energy_of(batch) - self.log_q(batch))
+        self.val_fake.update(-fake.energy(self.energy_of) - fake.log_q)
         self.log("val/log_z", self.log_z.detach(), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         """Log ``val/log_z_ld_optimal``, the L_D-optimal offset of the whole validation split
         and as many generated samples (an estimate of log Z where the EBM fits the data)."""
-        real, fake = (metric.compute().double() for metric in self.val_scores.values())
+        real, fake = self.val_real.compute().double(), self.val_fake.compute().double()
         scores = torch.cat([real, fake])
         offset = objectives.ld_optimal_log_z(-scores, torch.zeros_like(scores), len(real))
         self.log("val/log_z_ld_optimal", offset.float())
-        for metric in self.val_scores.values():
-            metric.reset()
+        self.val_real.reset()
+        self.val_fake.reset()
