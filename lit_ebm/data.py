@@ -6,10 +6,11 @@ discrete generators get k / 255. Validation noise is fixed per image, so val/bpd
 across epochs.
 
 The validation split, on which the best checkpoint and the FIDs of a run are chosen, is carved
-from the training files: mnist5k's bundled 500 digits, or for mnist, fashion_mnist and cifar10 a
-fixed stratified ``data.val_size`` images (500 per class by default). Training never reads a
-test file; the test set is reached through :meth:`ImageDataModule.load_test` only
-(``python -m lit_ebm.evaluate --split test``).
+from the training files: for mnist, fashion_mnist and cifar10 a fixed stratified
+``data.val_size`` images (500 per class by default). mnist5k's 5,000 digits are split
+4,000 / 500 / 500 (train / validation / test), fixed and stratified. Training never reads a
+test image; the test set is reached through :meth:`ImageDataModule.load_test` only
+(``python -m lit_ebm.evaluate --split test``, the study runner).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from lit_ebm.image_files import (
     idx_file,
     idx_folders,
     missing_file_error,
+    mnist5k_splits,
     read_cifar10_split,
     read_idx_split,
     read_mnist5k,
@@ -42,7 +44,7 @@ from lit_ebm.image_files import (
 from lit_ebm.toy2d import sample_toy2d
 
 MNIST5K_FILE = "mnist_5k.npz"
-MNIST5K_VAL_PER_CLASS = 50
+MNIST5K_PER_CLASS = 50  # held out of each class for validation, and as many for test
 NUM_CLASSES = 10  # of every image data set; data.val_size holds out val_size / 10 of each
 IMAGE_SHAPES = {"mnist5k": (1, 28, 28), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
                 "cifar10": (3, 32, 32)}
@@ -209,7 +211,7 @@ class ImageDataModule(pl.LightningDataModule):
         if self.config.name == "mnist5k":
             self.check_files()
             array_images, array_labels = read_mnist5k(self.root / MNIST5K_FILE)
-            train, val = stratified_split(array_labels, MNIST5K_VAL_PER_CLASS)
+            train, val, _ = mnist5k_splits(array_labels, MNIST5K_PER_CLASS)
             images = torch.from_numpy(array_images).unsqueeze(1)
             labels = torch.from_numpy(array_labels).long()
             return LabelledImages(images[train], labels[train], images[val], labels[val])
@@ -218,11 +220,14 @@ class ImageDataModule(pl.LightningDataModule):
         return LabelledImages(images[kept], labels[kept], images[held_out], labels[held_out])
 
     def load_test(self) -> tuple[Tensor, Tensor]:
-        """The official test set as uint8 images and labels, for ``lit_ebm.evaluate --split
-        test`` only: nothing in training calls this."""
+        """The test set as uint8 images and labels (the official one; mnist5k's own 500 digits),
+        for ``lit_ebm.evaluate --split test`` only: nothing in training calls this."""
         if self.config.name == "mnist5k":
-            raise ConfigError("mnist5k has no test split (its 500 held-out digits are the "
-                              "validation split): use --split val")
+            self.check_files()
+            array_images, array_labels = read_mnist5k(self.root / MNIST5K_FILE)
+            _, _, test = mnist5k_splits(array_labels, MNIST5K_PER_CLASS)
+            return (torch.from_numpy(array_images[test]).unsqueeze(1),
+                    torch.from_numpy(array_labels[test]).long())
         return self._read("test")
 
     def setup(self, stage: str | None = None) -> None:

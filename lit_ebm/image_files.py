@@ -35,15 +35,26 @@ CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
 
 
-def stratified_split(labels: np.ndarray, val_per_class: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic train/val indices holding ``val_per_class`` of each label out for val."""
-    rng = np.random.default_rng(0)
+def stratified_split(labels: np.ndarray, val_per_class: int,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (kept, held-out) indices holding ``val_per_class`` of each label out, the
+    same for the same labels and ``seed``."""
+    rng = np.random.default_rng(seed)
     val = np.concatenate([
         rng.permutation(np.flatnonzero(labels == label))[:val_per_class]
         for label in np.unique(labels)
     ])
     train = np.setdiff1d(np.arange(len(labels)), val)
     return train, np.sort(val)
+
+
+def mnist5k_splits(labels: np.ndarray, per_class: int) -> tuple[np.ndarray, ...]:
+    """mnist5k's fixed (train, val, test) indices: ``per_class`` digits of each class held out
+    for validation (the split runs have always been validated on), then ``per_class`` more of
+    each class from the rest for test, so no recipe chosen on validation saw a test digit."""
+    rest, val = stratified_split(labels, per_class)
+    kept, test = stratified_split(labels[rest], per_class, seed=1)
+    return rest[kept], val, rest[test]
 
 
 def missing_file_error(path: Path, what: str, download_possible: bool,

@@ -32,7 +32,7 @@ def _setup(config: DataConfig, dequantise: bool = True) -> ImageDataModule:
 
 def test_mnist5k_split_sizes_and_stratification() -> None:
     module = _setup(DataConfig(name="mnist5k"))
-    assert (len(module.train_set), len(module.val_set)) == (4500, 500)
+    assert (len(module.train_set), len(module.val_set)) == (4000, 500)
     with np.load(module.root / "mnist_5k.npz") as archive:
         labels = archive["labels"]
     train, val = stratified_split(labels, 50)
@@ -252,9 +252,14 @@ def test_val_size_must_hold_out_whole_classes_that_exist(tmp_path: Path) -> None
         module.setup("fit")
 
 
-def test_mnist5k_has_no_test_split() -> None:
-    with pytest.raises(ConfigError, match="mnist5k has no test split.*--split val"):
-        ImageDataModule(DataConfig(name="mnist5k"), dequantise=True).load_test()
+def test_mnist5k_has_a_test_split_of_its_own_apart_from_train_and_validation() -> None:
+    module = ImageDataModule(DataConfig(name="mnist5k"), dequantise=True)
+    data, (test, labels) = module.load(), module.load_test()
+    assert len(test) == 500 and torch.bincount(labels).tolist() == [50] * 10
+    seen = {bytes(image) for images in (data.train_images, data.val_images)
+            for image in images.numpy()}
+    assert not seen & {bytes(image) for image in test.numpy()}
+    assert len(seen) == 4500 and torch.equal(module.load_test()[0], test)
 
 
 def test_damaged_cifar10_batch_is_a_clear_error(tmp_path: Path) -> None:

@@ -178,13 +178,11 @@ BAD = {
     "fewer-samples-than-kid-subset": (_args("--ckpt", "{ml}", "--num-samples", "150"),
                                       "--kid-subset-size<=150"),
     "more-samples-than-training-images": (_args("--ckpt", "{ml}", "--num-samples", "5000"),
-                                          "--num-samples<=4500"),
+                                          "--num-samples<=4000"),
     "no-candidates": (_args("--ckpt", "{ml}", "--candidates", "0"), "--candidates"),
     "no-samples": (_args("--ckpt", "{ml}", "--num-samples", "0"),
                    "invalid value 0 for '--num-samples': expected a positive number"),
     "unknown-data-set": (_args("--ckpt", "{ml}", "--data", "toy2d"), "'--data'"),
-    "no-test-split-in-mnist5k": (_args("--ckpt", "{ml}", "--split", "test"),
-                                 "mnist5k has no test split"),
 }
 
 

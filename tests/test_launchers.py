@@ -158,7 +158,7 @@ def _one_error_line(capfd: pytest.CaptureFixture[str]) -> str:
 
 @pytest.mark.parametrize("setting, named", [
     ("trainer.num_nodes=0", "'trainer.num_nodes'"),
-    ("data.batch_size=1600", "split over 3 processes"),  # 4500 // (1 device x 3 nodes) = 1500
+    ("data.batch_size=1600", "split over 3 processes"),  # 4000 // (1 device x 3 nodes) = 1333
 ])
 def test_num_nodes_is_checked_and_counts_processes(
         setting: str, named: str, tmp_path: Path, clean_launch_env: pytest.MonkeyPatch,
