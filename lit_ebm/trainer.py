@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import (
 )
 from pytorch_lightning.strategies import StrategyRegistry
 
+from lit_ebm.budget import ComputeBudget
 from lit_ebm.build import build_generator_ema
 from lit_ebm.callbacks import ConfiguredOptimizerSettings, SampleFigures, StepCheckpoint
 from lit_ebm.config import Config, TrainerConfig
@@ -122,8 +123,9 @@ def build_trainer(cfg: Config, run_dir: Path, monitor: str | None, extra_callbac
 
 
 def _callbacks(cfg: Config, run_dir: Path, monitor: str | None) -> list[Callback]:
-    """Checkpoints (the best by ``monitor``, lower is better, when it is set; always the
-    last), early stopping on ``monitor``, sample figures, optimiser names and learning rates."""
+    """The compute budget, checkpoints (the best by ``monitor``, lower is better, when it is
+    set; always the last), early stopping on ``monitor``, sample figures, optimiser names and
+    learning rates."""
     checkpoints = run_dir / "checkpoints"
     ranked: list[Callback] = []
     if monitor is not None:
@@ -143,5 +145,6 @@ def _callbacks(cfg: Config, run_dir: Path, monitor: str | None) -> list[Callback
     # learning rate is logged at the start of every epoch, when schedules have stepped
     rates = LearningRateMonitor(logging_interval="epoch")
     # the average is in the module before SampleFigures draws (lit_ebm.averaging)
-    return [*ranked, *last, *build_generator_ema(cfg), samples, ConfiguredOptimizerSettings(),
-            rates]
+    budget = ComputeBudget(cfg.budget.train_seconds, cfg.budget.count_passes)
+    return [budget, *ranked, *last, *build_generator_ema(cfg), samples,
+            ConfiguredOptimizerSettings(), rates]

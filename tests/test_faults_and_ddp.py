@@ -75,9 +75,9 @@ def test_sigkill_mid_epoch_then_resume_finishes(tmp_path: Path) -> None:
     resumed = tmp_path / "killed" / "version_1"
     final = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["global_step"] == 120, "2 epochs x 30 batches x (energy + generator step)"
-    header, *rows = (resumed / "metrics.csv").read_text().splitlines()
-    bpd = header.split(",").index("val/bpd")
-    assert [row.split(",")[0] for row in rows if row.split(",")[bpd]] == ["0", "1"]
+    with open(resumed / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["epoch"] for row in rows if row["val/bpd"]] == ["0", "1"]
     model = AdversarialEBM.load_from_checkpoint(resumed / "checkpoints" / "last.ckpt",
                                                 map_location="cpu")
     scores = model.score(torch.rand(2, 1, 28, 28))

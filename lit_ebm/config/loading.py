@@ -19,8 +19,9 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from lit_ebm.config.cross_checks import cross_checks
 from lit_ebm.config.rules import check_settings
-from lit_ebm.config.schema import Config, cross_checks
+from lit_ebm.config.schema import Config
 from lit_ebm.errors import ConfigError
 
 DEFAULTS_KEY = "defaults"

@@ -1,0 +1,145 @@
+"""Running a study: the ML start of each generator, then for each training seed the arms
+continued from it, each trained for its budget and measured at once, its figures written to
+``results.json`` before the next run starts. A study that is stopped continues where it
+stopped: a run whose figures ``results.json`` holds is never trained again, and the ML start is
+reused from its run folder, or retrained from its seed (and its parameter checksum compared
+with the recorded one) where the folder is gone."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lit_ebm.errors import ConfigError
+from lit_ebm.study.curves import draw_curves
+from lit_ebm.study.measure import References, measure_run
+from lit_ebm.study.report import render_table
+from lit_ebm.study.runs import TrainedRun, checkpoint_budget, train_run
+from lit_ebm.study.spec import Study
+
+RESULTS_FILE = "results.json"
+
+
+def machine() -> str:
+    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+            f"threads, torch {torch.__version__}")
+
+
+def load_results(folder: Path, study: Study) -> dict[str, Any]:
+    """The results recorded so far in ``folder`` for ``study`` (none: an empty record);
+    refuses results made by a different study file."""
+    path = folder / RESULTS_FILE
+    if not path.is_file():
+        return {"study": asdict(study), "machine": machine(), "runs": {}}
+    stored = json.loads(path.read_text())
+    if stored["study"] != json.loads(json.dumps(asdict(study))):
+        raise ConfigError(f"{path} holds the results of a different study file: restore the "
+                          "study file it was made with, or move it away to start afresh")
+    return stored
+
+
+def save_results(results: dict[str, Any], folder: Path) -> None:
+    """Write results.json (whole or not at all), then table.md and the curves from it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f"{RESULTS_FILE}.partial"
+    partial.write_text(json.dumps(results, indent=2) + "\n")
+    partial.replace(folder / RESULTS_FILE)
+    (folder / "table.md").write_text(render_table(results))
+    for generator in results["study"]["generators"]:
+        if any(run["generator"] == generator for run in results["runs"].values()):
+            draw_curves(results, generator, folder / f"curves_{generator}.png")
+
+
+def run_id(generator: str, arm: str, seed: int | None = None) -> str:
+    return f"{generator}/{arm}" if seed is None else f"{generator}/{arm}/seed{seed}"
+
+
+@dataclass
+class StudyRunner:
+    """Trains and measures what ``results`` does not hold yet, saving after every run."""
+
+    study: Study
+    folder: Path
+    output_dir: Path
+    results: dict[str, Any]
+    references: References
+
+    def run(self) -> None:
+        for generator in self.study.generators:
+            seeds = [s for s in self.study.seeds if not all(
+                run_id(generator, arm, s) in self.results["runs"]
+                for arm in ("ml_continued", "adversarial", "energy_over_adversarial",
+                            "energy_over_ml"))]
+            if seeds or run_id(generator, "start") not in self.results["runs"]:
+                start = self.start(generator)
+                for seed in seeds:
+                    self.arms(generator, seed, start)
+
+    def start(self, generator: str) -> Path:
+        """The ML start's last checkpoint: reused, or trained from ``start_seed``."""
+        name, key = f"{generator}_start", run_id(generator, "start")
+        recorded = self.results["runs"].get(key)
+        if recorded is not None:
+            for found in sorted(self.output_dir.glob(f"{name}/version_*/checkpoints/last.ckpt")):
+                if checkpoint_budget(found)[1] == recorded["trained"]["checksum"]:
+                    return found
+        spec = self.study.generators[generator].start
+        trained = train_run(self.study, spec, name, self.study.start_seed, self.output_dir)
+        if recorded is None:
+            self.record(generator, "start", None, trained, ebm=False)
+        elif trained.checksum != recorded["trained"]["checksum"]:
+            print(f"warning: the retrained ML start of {generator} has parameter checksum "
+                  f"{trained.checksum}, not the recorded {recorded['trained']['checksum']}: "
+                  "the arms still to run start from a different model", file=sys.stderr)
+            recorded.setdefault("retrained_checksums", []).append(trained.checksum)
+            save_results(self.results, self.folder)
+        return trained.checkpoint
+
+    def arms(self, generator: str, seed: int, start: Path) -> None:
+        """(a), (b) then (c) over it, and (d) for one training seed, skipping what is held."""
+        specs, budget = self.study.generators[generator], self.study.budget_seconds
+        share = self.study.energy_share
+        runs = self.results["runs"]
+
+        def name(arm: str) -> str:
+            return f"{generator}_{arm}_seed{seed}"
+
+        if run_id(generator, "ml_continued", seed) not in runs:
+            trained = train_run(self.study, specs.ml_continued, name("ml_continued"), seed,
+                                self.output_dir, start, budget)
+            self.record(generator, "ml_continued", seed, trained, ebm=False)
+        if run_id(generator, "energy_over_adversarial", seed) not in runs:
+            adversarial = train_run(self.study, specs.adversarial, name("adversarial"), seed,
+                                    self.output_dir, start, (1 - share) * budget)
+            energy = train_run(self.study, specs.energy, name("energy_over_adversarial"), seed,
+                               self.output_dir, adversarial.checkpoint, share * budget)
+            self.record(generator, "adversarial", seed, adversarial, ebm=False)
+            self.record(generator, "energy_over_adversarial", seed, energy, ebm=True)
+        if run_id(generator, "energy_over_ml", seed) not in runs:
+            trained = train_run(self.study, specs.energy, name("energy_over_ml"), seed,
+                                self.output_dir, start, budget)
+            self.record(generator, "energy_over_ml", seed, trained, ebm=True)
+
+    def record(self, generator: str, arm: str, seed: int | None, trained: TrainedRun,
+               ebm: bool) -> None:
+        """Measure ``trained`` for every sampling seed and save its figures."""
+        spec = self.study.evaluation
+        first = seed is None or seed == self.study.seeds[0]
+        evaluation = {}
+        for sampling_seed in spec.sampling_seeds:
+            figure = (self.folder / "samples" / f"{generator}_{arm}.png"
+                      if first and sampling_seed == spec.sampling_seeds[0] else None)
+            evaluation[str(sampling_seed)] = measure_run(
+                trained.checkpoint, ebm, spec, sampling_seed, self.references, figure,
+                grid=seed is None or seed in spec.grid_seeds)
+        self.results["runs"][run_id(generator, arm, seed)] = {
+            "generator": generator, "arm": arm, "seed": seed,
+            "checkpoint": str(trained.checkpoint), "trained": trained.record(),
+            "evaluation": evaluation}
+        save_results(self.results, self.folder)

@@ -1,0 +1,112 @@
+"""A study file: what a comparison trains, for how long, on how many seeds, and how it is
+measured (docs/studies.md). Loaded strictly: an unknown key or a bad value is a one-line
+:class:`~lit_ebm.errors.ConfigError` naming the file and the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
+
+from lit_ebm.config.rules import (
+    check_settings,
+    non_negative,
+    one_of,
+    positive,
+    positive_numbers,
+    setting,
+    unit_interval,
+)
+from lit_ebm.errors import ConfigError
+
+ARMS = ("ml_continued", "adversarial", "energy_over_adversarial", "energy_over_ml")
+"""The continuation arms, each from the same ML start: (a) maximum likelihood continued, (b) the
+adversarial generator, (c) the energy alone over (b)'s generator, (d) the energy alone over the
+ML start's generator. (b) and (c) share one budget; (a) and (d) have one each."""
+SAMPLERS = ("generator", "sir", "imh", "mala")
+
+
+@dataclass
+class RunSpec:
+    """A shipped config (or a YAML path) and the overrides a study applies to it."""
+
+    config: str = MISSING
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GeneratorStudy:
+    """The runs of one generator: its ML start (trained to the end of its schedule), and the
+    configs of the arms continued from it (the energy config serves (c) and (d))."""
+
+    start: RunSpec = field(default_factory=RunSpec)
+    ml_continued: RunSpec = field(default_factory=RunSpec)
+    adversarial: RunSpec = field(default_factory=RunSpec)
+    energy: RunSpec = field(default_factory=RunSpec)
+
+
+@dataclass
+class HeadlineSampler:
+    """The EBM sampler the verdicts use, fixed before any test figure is seen."""
+
+    method: str = setting("sir", one_of("sir", "imh", "mala"))
+    steps: int = setting(16, positive)  # sir, imh: candidates M; mala: transitions K
+
+
+@dataclass
+class EvaluationSpec:
+    """How every final checkpoint is measured, once, on ``split``."""
+
+    split: str = setting("test", one_of("test", "val"))
+    num_samples: int = setting(500, positive)  # images per row
+    sampling_seeds: list[int] = field(default_factory=lambda: [0])
+    temperatures: list[float] = setting([0.8, 0.9, 1.0], positive_numbers)
+    candidates: list[int] = setting([4, 16, 64], positive_numbers)  # SIR and IMH: M
+    mala_steps: list[int] = setting([10, 30, 100], positive_numbers)  # flows: K transitions
+    mala_burn_in: int = setting(20, non_negative)  # step-size adaptation before the K
+    log_z_samples: int = setting(200, positive)  # AIS chains (flows) or IS draws, and 4x that
+    log_z_temperatures: int = setting(25, positive)  # AIS: K, checked against 4K
+    headline: HeadlineSampler = field(default_factory=HeadlineSampler)
+    # the training seeds whose EBMs get every sampler above; the others get the headline one
+    grid_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    batch_size: int = setting(250, positive)
+
+
+@dataclass
+class Study:
+    """A whole comparison on one data set."""
+
+    name: str = MISSING
+    data: str = setting(MISSING, one_of("mnist5k", "mnist", "fashion_mnist", "cifar10"))
+    start_seed: int = 0
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # training seeds of each arm
+    budget_seconds: float = setting(MISSING, positive)  # per arm; (b) + (c) share one
+    energy_share: float = setting(0.34, unit_interval)  # (c)'s part of (b) + (c)
+    generators: dict[str, GeneratorStudy] = field(default_factory=dict)
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+
+
+def load_study(path: str | Path) -> Study:
+    """The study in the YAML file at ``path``, checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file '{path}' does not exist: pass a YAML file such as "
+                          "lit_ebm/studies/mnist5k.yaml")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Study), OmegaConf.load(path))
+        study = OmegaConf.to_object(merged)
+    except ConfigKeyError as err:
+        raise ConfigError(f"{path}: unknown key '{err.full_key}'") from None
+    except (ValidationError, MissingMandatoryValue) as err:
+        raise ConfigError(f"{path}: bad or missing value for '{err.full_key}': "
+                          f"{str(err).splitlines()[0]}") from None
+    assert isinstance(study, Study)
+    check_settings(study, name_of=lambda key: f"{path.name}: {key}")
+    if not study.generators or not study.seeds or len(set(study.seeds)) < len(study.seeds):
+        raise ConfigError(f"{path}: a study needs at least one generator and distinct seeds")
+    unknown = set(study.generators) - {"realnvp", "pixelcnn"}
+    if unknown:
+        raise ConfigError(f"{path}: generators are named realnvp or pixelcnn, got {unknown}")
+    return study
