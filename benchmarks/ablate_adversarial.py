@@ -1,5 +1,5 @@
 """Ablation of adversarial training on mnist5k: from one maximum-likelihood (ML) checkpoint,
-each row trains for the same budget with one change, beside ML continued for that budget.
+each row trains for the same epochs with one change, beside ML continued for those epochs.
 
 Rows (``--rows`` picks some; all by default, those of a continuous generator only for a
 RealNVP):

@@ -5,6 +5,7 @@ training again what it holds, and the README's study blocks are what the results
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,8 @@ def test_a_finished_study_trains_nothing_again_and_a_missing_run_is_redone(
     recorded = json.loads(path.read_text())
     del recorded["runs"]["realnvp/energy_over_ml/seed0"]
     path.write_text(json.dumps(recorded))
+    shutil.rmtree(runs / "realnvp_start")  # a new session: the start is kept beside the results
+    assert (results / "start_realnvp.pt").is_file()
     assert main(["--study", str(study), "--results-dir", str(results),
                  "--output-dir", str(runs)]) == 0
     new = sorted(set(runs.glob("*/version_*")) - set(before))

@@ -90,14 +90,19 @@ def arm_lines(results: dict[str, Any], generator: str, arm: str) -> list[str]:
     seconds = sampler_figures(runs, "seconds_per_sample")
     ebm = arm.startswith("energy")
     bits = run_figure(runs, "ebm_bpd" if ebm else "bpd")
-    reliable = sum(bool(next(iter(run["evaluation"].values())).get("log_z_reliable"))
-                   for run in runs)
-    mark = f" ({reliable}/{len(runs)} reliable)" if ebm else ""
+    mark = reliability(runs) if ebm else ""
     budget = budget_of(results, generator, arm)
     return [f"| {ARM_TITLES[arm]} | {label} | {cell(fid[label])} | {cell(recall[label], 3)} | "
             f"{cell(bits)}{mark} | {cell(seconds[label], 3)} | "
             f"{cell(budget['train_seconds'])} | {cell(budget['passes_per_image'])} | "
             f"{fid[label]['n']:g} |" for label in fid]
+
+
+def reliability(runs: list[dict[str, Any]]) -> str:
+    """" (k/n reliable)": on how many training seeds the EBM's log Z counts as reliable."""
+    reliable = sum(bool(next(iter(run["evaluation"].values())).get("log_z_reliable"))
+                   for run in runs)
+    return f" ({reliable}/{len(runs)} reliable)"
 
 
 def beats(a: dict[str, float], b: dict[str, float]) -> str:
@@ -131,7 +136,8 @@ def _compare(results: dict[str, Any], generator: str, one: tuple[str, str],
 def verdicts(results: dict[str, Any], generator: str) -> list[str]:
     """The study's questions, answered where both arms are recorded: test FID of the
     adversarial generator and of the EBMs against ML continued, the EBM over the adversarial
-    generator against the EBM over the ML start, and the EBM's bits/dim against ML continued's."""
+    generator against the EBM over the ML start, and each EBM's bits/dim against ML
+    continued's and against its own base q0 (the generator it was fitted over)."""
     head = headline_label(HeadlineSampler(**results["study"]["evaluation"]["headline"]))
     plain = "generator T=1"
     pairs = [(("adversarial", plain), ("ml_continued", plain)),
@@ -140,12 +146,15 @@ def verdicts(results: dict[str, Any], generator: str) -> list[str]:
              (("energy_over_adversarial", head), ("energy_over_ml", head))]
     lines = [line for one, other in pairs
              if (line := _compare(results, generator, one, other)) is not None]
-    ebm = run_figure(runs_of(results, generator, "energy_over_adversarial"), "ebm_bpd")
-    ml = run_figure(runs_of(results, generator, "ml_continued"), "bpd")
-    if ebm is not None and ml is not None:
-        lines.append(f"bits/dim: {ARM_TITLES['energy_over_adversarial']} {cell(ebm)} against "
-                     f"{ARM_TITLES['ml_continued']} {cell(ml)}: {beats(ebm, ml)} (see below on "
-                     "log Z)")
+    bits = [("energy_over_adversarial", "ml_continued"), ("energy_over_adversarial",
+                                                          "adversarial"),
+            ("energy_over_ml", "ml_continued"), ("energy_over_ml", "start")]
+    for ebm_arm, other in bits:  # beside ML continued, and beside the EBM's own base q0
+        ebm = run_figure(runs_of(results, generator, ebm_arm), "ebm_bpd")
+        against = run_figure(runs_of(results, generator, other), "bpd")
+        if ebm is not None and against is not None:
+            lines.append(f"bits/dim: {ARM_TITLES[ebm_arm]} {cell(ebm)} against "
+                         f"{ARM_TITLES[other]} {cell(against)}: {beats(ebm, against)}")
     return lines
 
 
@@ -176,7 +185,7 @@ def render_table(results: dict[str, Any]) -> str:
 
 def readme_block(results: dict[str, Any]) -> str:
     """The README's rows of one study: ML continued, the adversarial generator and both EBMs
-    at the headline sampler, test FID and bits/dim across training seeds."""
+    at the headline sampler, test FID and bits/dim across training seeds; then the verdicts."""
     head = headline_label(HeadlineSampler(**results["study"]["evaluation"]["headline"]))
     lines = ["| generator | arm | test FID | bits/dim | seconds per sample | training seeds |",
              "|---|---|---|---|---|---|"]
@@ -188,7 +197,12 @@ def readme_block(results: dict[str, Any]) -> str:
             if fid is None:
                 continue
             seconds = sampler_figures(runs, "seconds_per_sample")[label]
-            bits = run_figure(runs, "ebm_bpd" if arm.startswith("energy") else "bpd")
+            ebm = arm.startswith("energy")
+            bits = run_figure(runs, "ebm_bpd" if ebm else "bpd")
+            mark = reliability(runs) if ebm else ""
             lines.append(f"| {generator} | {ARM_TITLES[arm]}, {label} | {cell(fid)} | "
-                         f"{cell(bits)} | {cell(seconds, 3)} | {fid['n']:g} |")
+                         f"{cell(bits)}{mark} | {cell(seconds, 3)} | {fid['n']:g} |")
+    lines.append("")
+    for generator in results["study"]["generators"]:
+        lines += [f"- {generator}: {line}" for line in verdicts(results, generator)]
     return "\n".join(lines) + "\n"

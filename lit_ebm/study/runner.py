@@ -20,8 +20,14 @@ from lit_ebm.errors import ConfigError
 from lit_ebm.study.curves import draw_curves
 from lit_ebm.study.measure import References, measure_run
 from lit_ebm.study.report import render_table
-from lit_ebm.study.runs import TrainedRun, checkpoint_budget, train_run
-from lit_ebm.study.spec import Study
+from lit_ebm.study.runs import (
+    TrainedRun,
+    checkpoint_budget,
+    export_generator,
+    generator_checksum,
+    train_run,
+)
+from lit_ebm.study.spec import ARMS, Study
 
 RESULTS_FILE = "results.json"
 
@@ -73,22 +79,33 @@ class StudyRunner:
     def run(self) -> None:
         for generator in self.study.generators:
             seeds = [s for s in self.study.seeds if not all(
-                run_id(generator, arm, s) in self.results["runs"]
-                for arm in ("ml_continued", "adversarial", "energy_over_adversarial",
-                            "energy_over_ml"))]
+                run_id(generator, arm, s) in self.results["runs"] for arm in ARMS)]
             if seeds or run_id(generator, "start") not in self.results["runs"]:
                 start = self.start(generator)
                 for seed in seeds:
                     self.arms(generator, seed, start)
+            elif not self.start_file(generator).is_file():
+                self.start(generator, train=False)  # export it from its run folder, if there
 
-    def start(self, generator: str) -> Path:
-        """The ML start's last checkpoint: reused, or trained from ``start_seed``."""
+    def start_file(self, generator: str) -> Path:
+        """Where the ML start's generator is kept beside the results (small enough to commit),
+        so that a study resumed elsewhere starts its arms from the same model."""
+        return self.folder / f"start_{generator}.pt"
+
+    def start(self, generator: str, train: bool = True) -> Path:
+        """The ML start's generator: the file beside the results, or exported from its run
+        folder, or (with ``train``) trained from ``start_seed``; a retrained start whose
+        parameter checksum differs from the recorded one is said and recorded."""
         name, key = f"{generator}_start", run_id(generator, "start")
-        recorded = self.results["runs"].get(key)
+        recorded, kept = self.results["runs"].get(key), self.start_file(generator)
         if recorded is not None:
+            if kept.is_file() and generator_checksum(kept) == recorded.get("start_file_checksum"):
+                return kept
             for found in sorted(self.output_dir.glob(f"{name}/version_*/checkpoints/last.ckpt")):
                 if checkpoint_budget(found)[1] == recorded["trained"]["checksum"]:
-                    return found
+                    return self.keep_start(generator, found)
+        if not train:
+            return kept
         spec = self.study.generators[generator].start
         trained = train_run(self.study, spec, name, self.study.start_seed, self.output_dir)
         if recorded is None:
@@ -98,8 +115,15 @@ class StudyRunner:
                   f"{trained.checksum}, not the recorded {recorded['trained']['checksum']}: "
                   "the arms still to run start from a different model", file=sys.stderr)
             recorded.setdefault("retrained_checksums", []).append(trained.checksum)
-            save_results(self.results, self.folder)
-        return trained.checkpoint
+        return self.keep_start(generator, trained.checkpoint)
+
+    def keep_start(self, generator: str, checkpoint: Path) -> Path:
+        """Write the start's generator beside the results and record its checksum."""
+        kept = self.start_file(generator)
+        recorded = self.results["runs"][run_id(generator, "start")]
+        recorded["start_file_checksum"] = export_generator(checkpoint, kept)
+        save_results(self.results, self.folder)
+        return kept
 
     def arms(self, generator: str, seed: int, start: Path) -> None:
         """(a), (b) then (c) over it, and (d) for one training seed, skipping what is held."""

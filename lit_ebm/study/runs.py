@@ -68,7 +68,8 @@ def train_run(study: Study, spec: RunSpec, name: str, seed: int, output_dir: Pat
               init: Path | None = None, seconds: float | None = None) -> TrainedRun:
     """Train ``spec`` as the study's run ``name``: from the generator of ``init`` when given,
     for ``seconds`` inside training steps when given (else its own schedule)."""
-    overrides = [*run_overrides(study, name, seed, output_dir), *spec.overrides]
+    overrides = [*run_overrides(study, name, seed, output_dir), *study.overrides,
+                 *spec.overrides]
     if init is not None:
         overrides.append(f"model.generator_init={init}")
     if seconds is not None:
@@ -90,3 +91,21 @@ def checkpoint_budget(checkpoint: Path) -> tuple[dict[str, float], str]:
     budget = state["callbacks"][ComputeBudget.__qualname__]
     figures = {"train_seconds": budget["spent"], "passes_per_image": budget["passes_per_image"]}
     return figures, parameter_checksum(state["state_dict"])
+
+
+def export_generator(checkpoint: Path, path: Path) -> str:
+    """Write the generator of a run's ``checkpoint`` to ``path`` as a checkpoint of its own
+    (what ``model.generator_init`` reads: the generator's weights and the run's
+    hyperparameters, no optimiser state); returns its checksum."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    generator = {key: value for key, value in state["state_dict"].items()
+                 if key.startswith("generator.")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": generator, "hyper_parameters": state["hyper_parameters"]}, path)
+    return parameter_checksum(generator)
+
+
+def generator_checksum(path: Path) -> str:
+    """The checksum of a file :func:`export_generator` wrote."""
+    return parameter_checksum(torch.load(path, map_location="cpu", weights_only=True)[
+        "state_dict"])

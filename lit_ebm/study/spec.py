@@ -84,6 +84,7 @@ class Study:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # training seeds of each arm
     budget_seconds: float = setting(MISSING, positive)  # per arm; (b) + (c) share one
     energy_share: float = setting(0.34, unit_interval)  # (c)'s part of (b) + (c)
+    overrides: list[str] = field(default_factory=list)  # every run's, before its own
     generators: dict[str, GeneratorStudy] = field(default_factory=dict)
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
 
