@@ -40,7 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--results-dir", default=None,
                         help="where results.json, table.md, curves and grids go (default: "
                              "benchmarks/results/study_<name>)")
-    parser.add_argument("--output-dir", default="runs/study", help="the run folders")
+    parser.add_argument("--output-dir", default=None,
+                        help="the run folders (default: runs/study_<name>)")
     parser.add_argument("--render-only", action="store_true",
                         help="render table.md and the curves from results.json; train nothing")
     parser.add_argument("--readme", default=None, metavar="README.md",
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             save_results(results, folder)
         else:
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-            StudyRunner(study, folder, Path(args.output_dir), results,
+            output_dir = Path(args.output_dir or f"runs/study_{study.name}")
+            StudyRunner(study, folder, output_dir, results,
                         References(study.evaluation, device)).run()
         if args.readme is not None:
             write_readme_block(Path(args.readme), study.name, json.loads(
