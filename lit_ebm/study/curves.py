@@ -63,5 +63,5 @@ def _adversarial_offset(results: dict[str, Any], generator: str, arm: str,
         return {}
     for run in runs_of(results, generator, "adversarial"):
         if run["seed"] == seed:
-            return {x: run["trained"][x] for x, _ in AXES}
+            return {x: run["trained"][x] for x, _ in AXES if run["trained"][x] is not None}
     return {}

@@ -70,14 +70,16 @@ def cell(figure: dict[str, float] | None, digits: int = 4) -> str:
 
 
 def budget_of(results: dict[str, Any], generator: str, arm: str) -> dict[str, dict | None]:
-    """An arm's training seconds and passes per image; (c) counts (b)'s as well."""
+    """An arm's training seconds and passes per image; (c) counts (b)'s as well. None where a
+    run has no figure (passes: a run that stopped before its measured steps)."""
     arms = ("adversarial", arm) if arm == "energy_over_adversarial" else (arm,)
     totals: dict[str, dict | None] = {}
     for figure in ("train_seconds", "passes_per_image"):
-        per_seed = [sum(run["trained"][figure] for part in arms
-                        for run in runs_of(results, generator, part) if run["seed"] == seed)
+        per_seed = [[run["trained"][figure] for part in arms
+                     for run in runs_of(results, generator, part) if run["seed"] == seed]
                     for seed in sorted({run["seed"] for run in runs_of(results, generator, arm)})]
-        totals[figure] = spread(per_seed) if per_seed else None
+        known = per_seed and all(value is not None for values in per_seed for value in values)
+        totals[figure] = spread([sum(values) for values in per_seed]) if known else None
     return totals
 
 

@@ -29,7 +29,7 @@ class TrainedRun:
     checkpoint: Path
     wall_seconds: float
     train_seconds: float
-    passes_per_image: float
+    passes_per_image: float | None  # None: stopped before its measured steps
     checksum: str
     curve: list[dict[str, float]]
 
