@@ -204,6 +204,8 @@ def readme_block(results: dict[str, Any]) -> str:
             mark = reliability(runs) if ebm else ""
             lines.append(f"| {generator} | {ARM_TITLES[arm]}, {label} | {cell(fid)} | "
                          f"{cell(bits)}{mark} | {cell(seconds, 3)} | {fid['n']:g} |")
+    if len(lines) == 2:
+        return "No arm of this study has been measured yet.\n"
     lines.append("")
     for generator in results["study"]["generators"]:
         lines += [f"- {generator}: {line}" for line in verdicts(results, generator)]
