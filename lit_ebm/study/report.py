@@ -160,29 +160,67 @@ def verdicts(results: dict[str, Any], generator: str) -> list[str]:
     return lines
 
 
-HEADER = ("| arm | sampler | test FID | recall | bits/dim | seconds per sample | training "
+def ablation_lines(results: dict[str, Any], generator: str) -> list[str]:
+    """The ablation table of one generator: (b), then each row with its change and its test
+    FID against (b)'s, across training seeds; none where the study has no ablation."""
+    rows = results["study"]["generators"][generator]["ablations"]
+    base = runs_of(results, generator, "adversarial")
+    if not rows or not base:
+        return []
+    plain = "generator T=1"
+    base_fid = sampler_figures(base, "fid")[plain]
+    split = results["study"]["evaluation"]["split"]
+    lines = [f"### {generator}: ablation of (b), each row for (b)'s budget and seeds\n",
+             f"| row | what it changes | {split} FID (T=1) | recall | bits/dim | training "
+             "seconds | passes per image | training seeds | FID against (b) |\n"
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in {"adversarial": None, **rows}.items():
+        runs = runs_of(results, generator, name)
+        if not runs:
+            continue
+        fid, recall = sampler_figures(runs, "fid")[plain], sampler_figures(runs, "recall")[plain]
+        change = ("(b) itself" if row is None else " ".join(
+            ([f"config {row['config']}"] if row["config"] else []) + row["overrides"]))
+        budget = budget_of(results, generator, name)
+        lines.append(f"| {name} | {change or 'nothing'} | {cell(fid)} | {cell(recall, 3)} | "
+                     f"{cell(run_figure(runs, 'bpd'))} | {cell(budget['train_seconds'])} | "
+                     f"{cell(budget['passes_per_image'])} | {fid['n']:g} | "
+                     f"{'' if row is None else beats(fid, base_fid)} |")
+    return [*lines, ""]
+
+
+HEADER = ("| arm | sampler | {split} FID | recall | bits/dim | seconds per sample | training "
           "seconds | passes per image | training seeds |\n|---|---|---|---|---|---|---|---|---|")
 
 
 def render_table(results: dict[str, Any]) -> str:
     """table.md: per generator, every arm's rows, then the verdicts and what the figures are."""
-    study = results["study"]
-    parts = [f"# Study {study['name']}: {study['data']}, measured on the "
-             f"{study['evaluation']['split']} split\n"]
+    study, split = results["study"], results["study"]["evaluation"]["split"]
+    parts = [f"# Study {study['name']}: {study['data']}, measured on the {split} split\n"]
     for generator in study["generators"]:
         lines = [line for arm in ("start", *ARMS) for line in arm_lines(results, generator, arm)]
         if not lines:
             continue
-        parts += [f"## {generator}\n", HEADER, *lines, "",
-                  *(f"- {line}" for line in verdicts(results, generator)), ""]
+        parts += [f"## {generator}\n", HEADER.format(split=split), *lines, "",
+                  *(f"- {line}" for line in verdicts(results, generator)), "",
+                  *ablation_lines(results, generator)]
     parts += [f"Mean ± standard deviation across training seeds (each the mean over sampling "
               f"seeds {study['evaluation']['sampling_seeds']}); a row is lower or higher than "
-              "another only when the gap exceeds the two standard deviations summed. Budgets: "
-              f"{study['budget_seconds']:g} s inside training steps for (a), for (b) and (c) "
-              "together, and for (d), on "
-              f"{results.get('machine', 'this machine')}; (c)'s seconds and passes include "
-              "(b)'s. " + LOG_Z_WARNING, ""]
+              "another only when the gap exceeds the two standard deviations summed. "
+              f"{budget_sentence(study, results.get('machine', 'this machine'))} "
+              + LOG_Z_WARNING, ""]
     return "\n".join(parts)
+
+
+def budget_sentence(study: dict[str, Any], machine: str) -> str:
+    """What each arm and ablation row was given, in seconds inside training steps."""
+    seconds = f"Budgets: {study['budget_seconds']:g} s inside training steps"
+    ablated = any(runs["ablations"] for runs in study["generators"].values())
+    if "energy_over_adversarial" not in study["arms"]:
+        return f"{seconds} for each arm{' and ablation row' if ablated else ''}, on {machine}."
+    return (f"{seconds} for (a), for (b) and (c) together, and for (d), on {machine}; (c)'s "
+            "seconds and passes include (b)'s." + (" Each ablation row has (b)'s part of its "
+                                                   "budget." if ablated else ""))
 
 
 def readme_block(results: dict[str, Any]) -> str:
