@@ -224,27 +224,31 @@ def budget_sentence(study: dict[str, Any], machine: str) -> str:
 
 
 def readme_block(results: dict[str, Any]) -> str:
-    """The README's rows of one study: ML continued, the adversarial generator and both EBMs
-    at the headline sampler, test FID and bits/dim across training seeds; then the verdicts."""
+    """The README's table of one study: per generator, ML continued, the adversarial generator
+    and both EBMs at the headline sampler, with FID and bits/dim across training seeds, each
+    against ML continued's (table.md has every sampler and verdict)."""
     head = headline_label(HeadlineSampler(**results["study"]["evaluation"]["headline"]))
-    lines = ["| generator | arm | test FID | bits/dim | seconds per sample | training seeds |",
-             "|---|---|---|---|---|---|"]
+    split, plain = results["study"]["evaluation"]["split"], "generator T=1"
+    lines = [f"| generator | arm | {split} FID | FID against (a) | bits/dim | bits/dim against (a) "
+             "| seconds per sample | training seeds |", "|---|---|---|---|---|---|---|---|"]
     for generator in results["study"]["generators"]:
-        for arm, label in (("ml_continued", "generator T=1"), ("adversarial", "generator T=1"),
+        continued = runs_of(results, generator, "ml_continued")
+        base_fid = sampler_figures(continued, "fid").get(plain) if continued else None
+        base_bits = run_figure(continued, "bpd") if continued else None
+        for arm, label in (("ml_continued", plain), ("adversarial", plain),
                            ("energy_over_adversarial", head), ("energy_over_ml", head)):
             runs = runs_of(results, generator, arm)
             fid = sampler_figures(runs, "fid").get(label) if runs else None
             if fid is None:
                 continue
-            seconds = sampler_figures(runs, "seconds_per_sample")[label]
             ebm = arm.startswith("energy")
             bits = run_figure(runs, "ebm_bpd" if ebm else "bpd")
-            mark = reliability(runs) if ebm else ""
+            against = [beats(mine, base) if arm != "ml_continued" and None not in (mine, base)
+                       else "" for mine, base in ((fid, base_fid), (bits, base_bits))]
+            seconds = sampler_figures(runs, "seconds_per_sample")[label]
             lines.append(f"| {generator} | {ARM_TITLES[arm]}, {label} | {cell(fid)} | "
-                         f"{cell(bits)}{mark} | {cell(seconds, 3)} | {fid['n']:g} |")
+                         f"{against[0]} | {cell(bits)}{reliability(runs) if ebm else ''} | "
+                         f"{against[1]} | {cell(seconds, 3)} | {fid['n']:g} |")
     if len(lines) == 2:
         return "No arm of this study has been measured yet.\n"
-    lines.append("")
-    for generator in results["study"]["generators"]:
-        lines += [f"- {generator}: {line}" for line in verdicts(results, generator)]
     return "\n".join(lines) + "\n"
