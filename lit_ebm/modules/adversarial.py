@@ -25,11 +25,11 @@ from lit_ebm.modules.training_stats import (
     generator_stats,
     input_gradient_norms,
 )
+from lit_ebm.objective_names import GENERATOR_OBJECTIVES
 from lit_ebm.precision import density_call
 from lit_ebm.registry import NetworkSpec, as_network
 from lit_ebm.sampling import EBMSamples, sample_ebm
 
-GENERATOR_OBJECTIVES = ("reverse_kl", "hybrid", "forward_kl")
 LOSS_NAMES = {"energy": "train/loss_d", "generator": "train/loss_g"}
 UNCONVERGED = 1e-6  # |dL_D/dlog Z| past this share of its terms' size: log Z off its optimum
 ENERGY_ADAM: AdamSettings = {**ADAM_DEFAULTS, "lr": 1e-4, "betas": [0.5, 0.999]}
