@@ -308,7 +308,7 @@ def test_residual_energy_starts_as_the_generator_density_and_keeps_its_base_froz
     with torch.no_grad():
         expected = module.energy.net(points) - module.generator.log_prob(points)
         assert torch.allclose(module.energy(points), expected, atol=1e-5)
-    trainable = {id(p) for p in module.optimizer_settings()[0][0]}
+    trainable = {id(p) for p in module.optimizer_settings()[0][1]}
     assert not any(id(p) in trainable for p in module.energy.base.parameters())
     base_before = [p.detach().clone() for p in module.energy.base.parameters()]
     net_before = [p.detach().clone() for p in module.energy.net.parameters()]

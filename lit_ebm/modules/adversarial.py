@@ -11,7 +11,6 @@ from typing import Any
 import torch
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
-from torch.optim import Optimizer
 from torchmetrics import CatMetric
 
 from lit_ebm import generator_objectives, objectives
@@ -217,17 +216,6 @@ class AdversarialEBM(LogZTracking, GenerativeModule):
         self.manual_backward(loss)
         optimizer.step()
 
-    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
-        """Clip ``optimizer``'s gradients to its own settings' norm (:meth:`clip` logs the norm
-        and how often it clips). Lightning calls this inside ``optimizer.step()``, after a
-        16-mixed run's grad scaler has unscaled the gradients: clipping before ``step()`` would
-        act on gradients multiplied by the loss scale."""
-        energy_opt, _ = self.optimizers()  # type: ignore[attr-defined]
-        if optimizer is getattr(energy_opt, "optimizer", energy_opt):
-            self.clip(optimizer, self.energy_optim, "energy")
-        else:
-            self.clip(optimizer, self.generator_optim, "generator")
-
     def energy_of(self, x: Tensor, base_log_prob: Tensor | None = None) -> Tensor:
         """E(x), shape ``(B,)``, float32 or wider under any autocast setting; ``base_log_prob``
         is a residual energy's log q0(x) where it is already computed."""
@@ -261,10 +249,10 @@ class AdversarialEBM(LogZTracking, GenerativeModule):
         with eval_mode(self):
             return sample_ebm(self.generator, self.energy, num_samples, method, **options)
 
-    def optimizer_settings(self) -> list[tuple[list[nn.Parameter], AdamSettings]]:
+    def optimizer_settings(self) -> list[tuple[str, list[nn.Parameter], AdamSettings]]:
         trainable = [p for p in self.energy.parameters() if p.requires_grad]
-        return [([*trainable, self.log_z], self.energy_optim),
-                (list(self.generator.parameters()), self.generator_optim)]
+        return [("energy", [*trainable, self.log_z], self.energy_optim),
+                ("generator", list(self.generator.parameters()), self.generator_optim)]
 
     def on_train_start(self) -> None:
         if self.global_rank:  # every rank draws its own generator samples

@@ -145,15 +145,15 @@ class GenerativeModule(pl.LightningModule):
         """The trained model's normalised log-density (here the generator's)."""
         return self.log_q(x)
 
-    def optimizer_settings(self) -> list[tuple[list[nn.Parameter], AdamSettings]]:
-        """The parameters and Adam settings of each optimiser, in ``configure_optimizers``
-        order."""
+    def optimizer_settings(self) -> list[tuple[str, list[nn.Parameter], AdamSettings]]:
+        """Each optimiser's role (what it trains: ``"generator"``, ``"energy"``), parameters
+        and Adam settings, in ``configure_optimizers`` order."""
         raise NotImplementedError
 
     def configure_optimizers(self) -> Any:
         """One Adam per entry of :meth:`optimizer_settings`, each with its schedule if any."""
         configured = []
-        for params, settings in self.optimizer_settings():
+        for _, params, settings in self.optimizer_settings():
             optimizer = adam(params, settings)
             entry: dict[str, Any] = {"optimizer": optimizer}
             if self.lr_schedule == "cosine":
@@ -161,6 +161,17 @@ class GenerativeModule(pl.LightningModule):
                 entry["lr_scheduler"] = LambdaLR(optimizer, factor)
             configured.append(entry)
         return configured[0] if len(configured) == 1 else configured
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Clip ``optimizer``'s gradients to its own settings' norm (:meth:`clip`), for every
+        module and optimiser. Lightning calls this inside ``optimizer.step()``, after a
+        16-mixed run's grad scaler has unscaled the gradients: clipping before ``step()`` would
+        act on gradients multiplied by the loss scale."""
+        configured = self.optimizers()
+        wrapped = configured if isinstance(configured, list) else [configured]
+        index = [getattr(o, "optimizer", o) for o in wrapped].index(optimizer)
+        role, _, settings = self.optimizer_settings()[index]
+        self.clip(optimizer, settings, role)
 
     def clip(self, optimizer: Optimizer | LightningOptimizer, settings: AdamSettings,
              role: str) -> None:
