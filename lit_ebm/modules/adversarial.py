@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torchmetrics import CatMetric
 
 from lit_ebm import generator_objectives, objectives
-from lit_ebm.energy import ResidualEnergy
+from lit_ebm.energy import base_of, learnable_part
 from lit_ebm.generated_batch import GeneratedBatch, draw_generated_batch, energy_at
 from lit_ebm.generators.base import Generator
 from lit_ebm.modules.base import ADAM_DEFAULTS, AdamSettings, GenerativeModule, eval_mode
@@ -178,11 +178,11 @@ class AdversarialEBM(LogZTracking, GenerativeModule):
     @property
     def learnable_energy(self) -> nn.Module:
         """f, the energy's learnable part: a residual energy's net, else the energy itself."""
-        return self.energy.net if isinstance(self.energy, ResidualEnergy) else self.energy
+        return learnable_part(self.energy)
 
     def networks(self) -> list[nn.Module]:
         """The generator, the energy's learnable part and a residual energy's base."""
-        base = getattr(self.energy, "base", None)
+        base = base_of(self.energy)
         return [*super().networks(), self.learnable_energy, *([base] if base is not None else [])]
 
     @property

@@ -2,8 +2,8 @@
 likelihood, clipping and the finite-loss guard.
 
 Every log-density is computed in float32 or wider whatever the Trainer's precision: the
-generator is evaluated through :meth:`GenerativeModule.log_q` and
-:meth:`GenerativeModule.sample_q` (:mod:`lit_ebm.precision`).
+generator is evaluated through :meth:`GenerativeModule.log_q`, and draws through
+:func:`lit_ebm.generated_batch.draw_generated_batch` (:mod:`lit_ebm.precision`).
 
 Modules receive built networks and plain hyperparameters. Hyperparameters are saved as plain
 containers, networks as their registry descriptions (:mod:`lit_ebm.registry`), so checkpoints
@@ -115,10 +115,6 @@ class GenerativeModule(pl.LightningModule):
     def log_q(self, x: Tensor) -> Tensor:
         """log q(x), shape ``(B,)``, in float32 or wider under any autocast setting."""
         return density_call(self.generator, x.device.type, self.generator.log_prob, x)
-
-    def sample_q(self, num_samples: int) -> tuple[Tensor, Tensor]:
-        """``generator.sample(num_samples)``, its log q in float32 or wider."""
-        return density_call(self.generator, self.device.type, self.generator.sample, num_samples)
 
     def log_train_likelihood(self, log_q: Tensor) -> None:
         for name, values in self.likelihood_stats(log_q.detach()).items():
