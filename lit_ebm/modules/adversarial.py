@@ -114,7 +114,7 @@ class AdversarialEBM(LogZTracking, GenerativeModule):
         loss_d = objectives.discriminator_loss(energy_real, energy_fake, self.log_z,
                                                log_q_real, log_q_fake)
         penalty = self.energy_reg * objectives.energy_magnitude_penalty(energy_real, energy_fake)
-        stats = {}
+        stats: dict[str, Tensor] = {}
         if self.r1_gamma > 0 or logging:
             grad_real, grad_fake = self.energy_input_gradients(x_real, fake.x)
             penalty = penalty + self.r1_gamma * objectives.r1_penalty(grad_real)
