@@ -8,7 +8,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
+from omegaconf.errors import (
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from lit_ebm.config.rules import (
     check_settings,
@@ -122,9 +127,13 @@ class Study:
         return self.budget_seconds
 
 
-def normalised(study: dict) -> dict:
-    """A study as recorded in a results file, with the defaults of settings added since."""
-    return asdict(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Study), study)))
+def normalised(study: dict) -> dict | None:
+    """A study as recorded in a results file, with the defaults of settings added since; None
+    where it holds a setting this version does not know."""
+    try:
+        return asdict(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Study), study)))
+    except OmegaConfBaseException:
+        return None
 
 
 def load_study(path: str | Path) -> Study:
