@@ -219,6 +219,8 @@ def test_beats_needs_a_gap_beyond_the_summed_spreads() -> None:
     assert beats({"mean": 10.0, "std": 1.0}, {"mean": 11.5, "std": 1.0}) == (
         "no difference beyond the spread")
     assert beats({"mean": 14.0, "std": 0.5}, {"mean": 10.0, "std": 1.0}) == "higher"
+    one_seed = {"mean": 10.0, "std": 0.0, "n": 1}
+    assert beats(one_seed, {"mean": 20.0, "std": 0.0, "n": 3}) == "no verdict on one training seed"
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "lit_ebm" / "studies").glob("*.yaml")),

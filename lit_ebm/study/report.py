@@ -8,6 +8,7 @@ thing "beats" another when the gap exceeds the two standard deviations summed.""
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
@@ -107,9 +108,15 @@ def reliability(runs: list[dict[str, Any]]) -> str:
     return f" ({reliable}/{len(runs)} reliable)"
 
 
+UNREPLICATED = "no verdict on one training seed"
+
+
 def beats(a: dict[str, float], b: dict[str, float]) -> str:
     """"lower" when a's mean is below b's by more than their summed standard deviations,
-    "higher" in the other direction, else "no difference beyond the spread"."""
+    "higher" in the other direction, else "no difference beyond the spread"; no verdict where
+    either holds fewer than two training seeds (``n``), since one has no spread to compare."""
+    if min(a.get("n", 2), b.get("n", 2)) < 2:
+        return UNREPLICATED
     gap, band = b["mean"] - a["mean"], a["std"] + b["std"]
     return "lower" if gap > band else "higher" if -gap > band else "no difference beyond the spread"
 
@@ -154,6 +161,8 @@ def verdicts(results: dict[str, Any], generator: str) -> list[str]:
     for ebm_arm, other in bits:  # beside ML continued, and beside the EBM's own base q0
         ebm = run_figure(runs_of(results, generator, ebm_arm), "ebm_bpd")
         against = run_figure(runs_of(results, generator, other), "bpd")
+        if against is not None and other == "start":  # one model, shared by every seed
+            against = {**against, "n": math.inf}
         if ebm is not None and against is not None:
             lines.append(f"bits/dim: {ARM_TITLES[ebm_arm]} {cell(ebm)} against "
                          f"{ARM_TITLES[other]} {cell(against)}: {beats(ebm, against)}")
