@@ -31,8 +31,13 @@ ARMS = ("ml_continued", "adversarial", "energy_over_adversarial", "energy_over_m
 adversarial generator, (c) the energy alone over (b)'s generator, (d) the energy alone over the
 ML start's generator. (b) and (c) share one budget; (a) and (d) have one each; (b) has the whole
 of its budget where a study leaves (c) out."""
-ENERGY = "energy"  # the config of (c) and (d)
 SAMPLERS = ("generator", "sir", "imh", "mala")
+
+
+def config_key(arm: str) -> str:
+    """The key of a generator's section that names an arm's config: (c) and (d) share
+    ``energy``."""
+    return "energy" if arm.startswith("energy") else arm
 
 
 @dataclass
@@ -68,7 +73,7 @@ class GeneratorStudy:
     def spec(self, arm: str) -> RunSpec:
         """What the arm or ablation row ``arm`` trains (an arm's spec is checked present)."""
         if arm in ARMS:
-            spec = getattr(self, ENERGY if arm.startswith("energy") else arm)
+            spec = getattr(self, config_key(arm))
             assert spec is not None, f"{arm} has no config: load studies with load_study"
             return spec
         row, adversarial = self.ablations[arm], self.spec("adversarial")
@@ -172,7 +177,7 @@ def check_arms(study: Study, path: Path) -> None:
                           "adversarial arm's generator: add adversarial to arms")
     for generator, runs in study.generators.items():
         for arm in study.arms:
-            key = ENERGY if arm.startswith("energy") else arm
+            key = config_key(arm)
             if getattr(runs, key) is None:
                 raise ConfigError(f"{path}: the arm {arm} needs generators.{generator}.{key}: "
                                   "add its config, or leave the arm out of arms")
