@@ -30,7 +30,7 @@ from torch import Tensor
 
 from lit_ebm import objectives
 from lit_ebm.evaluation.loading import load_checkpoint
-from lit_ebm.evaluation.measure import data_module, split_images
+from lit_ebm.evaluation.reference import data_module, split_images
 from lit_ebm.generators.base import to_levels
 from lit_ebm.modules import AdversarialEBM
 from lit_ebm.modules.training_stats import out_of_range_fraction

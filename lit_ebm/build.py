@@ -34,6 +34,7 @@ from lit_ebm.evaluation.quality import check_sample_counts
 from lit_ebm.features import build_feature_extractor
 from lit_ebm.generators import GENERATORS, Generator, PixelCNN, RealNVP
 from lit_ebm.modules import AdversarialEBM, GenerativeModule, MaximumLikelihood
+from lit_ebm.objective_names import MAXIMUM_LIKELIHOOD
 
 IMAGE_ARGUMENT = {RealNVP: "image_shape", PixelCNN: "image_shape", ConvEnergy: "image_shape",
                   MLPEnergy: "in_features"}
@@ -105,7 +106,7 @@ def build_module(cfg: Config, event_shape: tuple[int, ...]) -> GenerativeModule:
 def _build_module(cfg: Config, generator: Generator,
                   event_shape: tuple[int, ...]) -> GenerativeModule:
     model = cfg.model
-    if model.objective == "mle":
+    if model.objective == MAXIMUM_LIKELIHOOD:
         return MaximumLikelihood(generator, asdict(model.generator_optim), model.lr_schedule)
     energy = build_energy(model.energy, event_shape, generator)
     return AdversarialEBM(generator, energy, asdict(model.generator_optim),

@@ -65,11 +65,6 @@ class Toy2dPartitionFunction(Callback):
         pl_module.log("val/log_z_true", log_z, sync_dist=True)
 
 
-def optimizer_roles(module: GenerativeModule) -> tuple[str, ...]:
-    """What each of ``module``'s optimisers trains, in ``configure_optimizers`` order."""
-    return ("energy", "generator") if isinstance(module, AdversarialEBM) else ("generator",)
-
-
 class ConfiguredOptimizerSettings(Callback):
     """Apply the module's lr, betas and weight decay at the start of training, also over a
     resumed optimiser state, so a run can resume with new settings (a schedule keeps its
@@ -79,9 +74,8 @@ class ConfiguredOptimizerSettings(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, GenerativeModule)
         schedulers = {id(c.scheduler.optimizer): c.scheduler for c in trainer.lr_scheduler_configs}
-        settings = [s for _, s in pl_module.optimizer_settings()]
-        roles = optimizer_roles(pl_module)
-        for optimizer, setting, role in zip(trainer.optimizers, settings, roles, strict=True):
+        configured = pl_module.optimizer_settings()
+        for optimizer, (role, _, setting) in zip(trainer.optimizers, configured, strict=True):
             factor = 1.0
             if (scheduler := schedulers.get(id(optimizer))) is not None:
                 scheduler.base_lrs = [setting["lr"]] * len(optimizer.param_groups)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
-from lit_ebm.energy import ResidualEnergy
+from lit_ebm.energy import base_of
 
 ADVERTISEMENT = "💡 Tip:"
 LIGHTNING_INFO_LOGGER = "pytorch_lightning.utilities.rank_zero"
@@ -32,7 +32,7 @@ class _DropAdvertisements(logging.Filter):
 def only_frozen_bases_in_eval_mode(module: nn.Module) -> bool:
     """Whether every submodule of ``module`` in eval mode belongs to a residual energy's
     frozen base (and there is such a base)."""
-    bases = [name for name, sub in module.named_modules() if isinstance(sub, ResidualEnergy)]
+    bases = [name for name, sub in module.named_modules() if base_of(sub) is not None]
     in_eval = [name for name, sub in module.named_modules() if not sub.training]
     return bool(bases) and all(any(name.startswith(f"{base}.base".lstrip(".")) for base in bases)
                                for name in in_eval)

@@ -199,3 +199,13 @@ class ResidualEnergy(nn.Module):
         if base_log_prob is None:
             base_log_prob = density_call(self.base, device, self.base.log_prob, x)
         return density_call(self.net, device, self.net, x) - base_log_prob
+
+
+def base_of(energy: nn.Module) -> Generator | None:
+    """A residual energy's frozen base q0; None for an energy measured against no base."""
+    return energy.base if isinstance(energy, ResidualEnergy) else None
+
+
+def learnable_part(energy: nn.Module) -> nn.Module:
+    """f, what training changes: a residual energy's net, else the energy itself."""
+    return energy.net if isinstance(energy, ResidualEnergy) else energy

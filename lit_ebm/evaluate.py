@@ -36,8 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-samples", type=int, default=1000, metavar="N",
                         help="images per row (default 1000)")
     parser.add_argument("--seed", type=int, default=0, metavar="S")
-    parser.add_argument("--candidates", type=int, default=16, metavar="M",
-                        help="generator samples per resampled EBM sample (default 16)")
     parser.add_argument("--kid-subset-size", type=int, default=None, metavar="K",
                         help=f"default {KID_SUBSET_SIZE}, or the validation split's size if "
                              "smaller")
@@ -52,23 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
                              "validation split carved from the training files, on which the run "
                              "chose its checkpoint; or test, the official test set, for final "
                              "figures (mnist, fashion_mnist, cifar10)")
-    parser.add_argument("--log-z-proposal", choices=LOG_Z_PROPOSALS, default="mixture",
-                        help="the proposal of the EBM's importance-sampling log Z for a residual "
-                             "energy E = f - log q0: mixture (default), half the draws from the "
-                             "generator q and half from q0; base, q0 alone; q, the generator "
-                             "alone. Other energies always use q")
-    parser.add_argument("--log-z-annealing", type=int, default=0, metavar="K",
-                        help="an EBM over a flow: its log Z by annealed importance sampling "
-                             "(Neal 2001) from the flow's density to the EBM over K "
-                             "temperatures, one MALA step each, one chain per sample, instead "
-                             "of importance sampling (default 0: importance sampling)")
-    parser.add_argument("--mcmc-steps", type=int, default=0, metavar="K",
-                        help="an EBM over a flow: a row of samples by MALA in the flow's latent "
-                             "space, K steps per chain after the burn-in (default 0: no MALA "
-                             "row; each step costs a decode, an energy and a backward pass per "
-                             "sample, e.g. 100 after 100 took 0.43 s per sample on a 2-core CPU)")
-    parser.add_argument("--mcmc-burn-in", type=int, default=100, metavar="B",
-                        help="MALA steps that adapt the step size before those K (default 100)")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[], metavar="T",
                         help="a row per temperature T besides 1 for every checkpoint's "
                              "generator (flows: latent scaled by T; PixelCNN: logits / T), e.g. "
@@ -80,7 +61,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the networks (a first call of minutes on a CPU; "
                              "eager, said in one line, where it cannot work)")
+    add_ebm_arguments(parser.add_argument_group(
+        "EBM checkpoints", "the EBM's own rows, beside its generator's"))
     return parser
+
+
+def add_ebm_arguments(group: argparse._ArgumentGroup) -> None:
+    """The flags that only an EBM's checkpoint reads: its samplers and its log Z."""
+    group.add_argument("--candidates", type=int, default=16, metavar="M",
+                       help="generator samples per resampled EBM sample (default 16)")
+    group.add_argument("--log-z-proposal", choices=LOG_Z_PROPOSALS, default="mixture",
+                       help="the proposal of the EBM's importance-sampling log Z for a residual "
+                            "energy E = f - log q0: mixture (default), half the draws from the "
+                            "generator q and half from q0; base, q0 alone; q, the generator "
+                            "alone. Other energies always use q")
+    group.add_argument("--log-z-annealing", type=int, default=0, metavar="K",
+                       help="an EBM over a flow: its log Z by annealed importance sampling "
+                            "(Neal 2001) from the flow's density to the EBM over K "
+                            "temperatures, one MALA step each, one chain per sample, instead "
+                            "of importance sampling (default 0: importance sampling)")
+    group.add_argument("--mcmc-steps", type=int, default=0, metavar="K",
+                       help="an EBM over a flow: a row of samples by MALA in the flow's latent "
+                            "space, K steps per chain after the burn-in (default 0: no MALA "
+                            "row; each step costs a decode, an energy and a backward pass per "
+                            "sample, e.g. 100 after 100 took 0.43 s per sample on a 2-core CPU)")
+    group.add_argument("--mcmc-burn-in", type=int, default=100, metavar="B",
+                       help="MALA steps that adapt the step size before those K (default 100)")
 
 
 def parse_args(argv: list[str] | None) -> EvaluationSettings:

@@ -38,6 +38,7 @@ from lit_ebm.launch import (
     receive_run_dir,
 )
 from lit_ebm.modules.base import GenerativeModule
+from lit_ebm.objective_names import ADVERSARIAL
 from lit_ebm.provenance import SOURCE_ROOT, git_state, provenance, write_provenance
 from lit_ebm.runs import create_run_dir, next_run_dir, remove_created, resolve_ckpt_path
 from lit_ebm.trainer import accelerator_type, build_trainer, check_trainer_settings
@@ -89,7 +90,7 @@ def train(cfg: Config) -> Path:
     callbacks: list[pl.Callback] = []
     if module.images and cfg.eval.every_n_epochs:
         callbacks.append(build_sample_quality(cfg, len(datamodule.val_set)))
-    if not module.images and cfg.model.objective == "adversarial":
+    if not module.images and cfg.model.objective == ADVERSARIAL:
         callbacks.append(Toy2dPartitionFunction())
     ckpt_path = resolve_ckpt_path(cfg)
     if ckpt_path is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lit_ebm.energy import ResidualEnergy
+from lit_ebm.energy import base_of
 from lit_ebm.generators.base import Generator
 from lit_ebm.metrics import log_mixture
 from lit_ebm.precision import density_call
@@ -65,9 +65,9 @@ def draw_generated_batch(generator: Generator, energy: nn.Module, num_samples: i
         if generator.discrete:
             x = x.detach()
             log_q = density_call(generator, device_type, generator.log_prob, x)
-        base = None
-        if isinstance(energy, ResidualEnergy):
-            base = density_call(energy.base, device_type, energy.base.log_prob, x)
+        q0, base = base_of(energy), None
+        if q0 is not None:
+            base = density_call(q0, device_type, q0.log_prob, x)
     return GeneratedBatch(x, log_q, base)
 
 
@@ -99,8 +99,8 @@ def draw_candidates(generator: Generator, energy: nn.Module, n: int, candidates:
         e = fake.energy(lambda x, **extra: energy_at(energy, x, **extra))
         log_proposal = log_q
     else:
-        assert isinstance(energy, ResidualEnergy)  # resolve_options allows base_mixture only then
-        base = energy.base
+        base = base_of(energy)
+        assert base is not None  # resolve_options allows base_mixture only then
         from_base = torch.rand(total, device=device) < 0.5
         x = torch.empty(total, *generator.event_shape, device=device)
         for source, rows in ((generator, ~from_base), (base, from_base)):

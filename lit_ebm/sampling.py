@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lit_ebm.energy import ResidualEnergy
+from lit_ebm.energy import base_of, learnable_part
 from lit_ebm.errors import InvalidArgument, require, require_positive_int
 from lit_ebm.generated_batch import draw_candidates, energy_at
 from lit_ebm.generators.base import Generator, sampler_at
@@ -104,7 +104,8 @@ def latent_target(generator: Generator, energy: nn.Module) -> tuple[FlowGenerato
     latent, x = g0(z), where log q0 cancels: log pi(z) = log N(z) - f(g0(z)) + const, no
     log-determinant needed, a Gaussian tilted by f.
     """
-    flow = energy.base if isinstance(energy, ResidualEnergy) else generator
+    base = base_of(energy)
+    flow = base if base is not None else generator
     if not isinstance(flow, FlowGenerator) or flow.discrete:
         raise InvalidArgument(
             "method", f"method 'mcmc' runs MALA in the latent space of a continuous flow, and "
@@ -112,8 +113,8 @@ def latent_target(generator: Generator, energy: nn.Module) -> tuple[FlowGenerato
 
     def log_density(z: Tensor) -> Tensor:
         x, log_det = _density(flow, flow.inverse, z)  # log|det dx/dz|
-        if isinstance(energy, ResidualEnergy):
-            net = energy.net
+        if base is not None:  # log q0 cancels: a Gaussian tilted by f
+            net = learnable_part(energy)
             return standard_normal_log_prob(z) - density_call(net, z.device.type, net, x)
         return log_det - energy_at(energy, x)
 
@@ -209,7 +210,7 @@ def resolve_options(generator: Generator, energy: nn.Module | None, method: str,
                 f"target_accept must be a number in (0, 1), got {target!r}")
         latent_target(generator, energy)  # refuses generators that are not flows
     if resolved.get("base_mixture"):
-        require(isinstance(energy, ResidualEnergy), "base_mixture", "base_mixture proposes "
+        require(base_of(energy) is not None, "base_mixture", "base_mixture proposes "
                 "from (q + q0) / 2 with q0 a residual energy's base, and this energy is "
                 "not residual: leave base_mixture off")
     return resolved

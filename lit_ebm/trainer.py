@@ -24,6 +24,7 @@ from lit_ebm.callbacks import ConfiguredOptimizerSettings, SampleFigures, StepCh
 from lit_ebm.config import Config, TrainerConfig
 from lit_ebm.errors import ConfigError, first_line
 from lit_ebm.loggers import build_loggers
+from lit_ebm.objective_names import ADVERSARIAL
 from lit_ebm.precision import bf16_supported
 
 
@@ -84,7 +85,7 @@ def training_strategy(cfg: Config, processes: int) -> str:
     Lightning would run as plain ``ddp``) and every DDP strategy become their
     ``*_find_unused_parameters_true`` variant."""
     strategy = cfg.trainer.strategy
-    if cfg.model.objective != "adversarial":
+    if cfg.model.objective != ADVERSARIAL:
         return strategy
     if strategy == "auto" and processes > 1 and \
             _available_devices(cfg.trainer.accelerator)[0] in ("cpu", "cuda"):

@@ -3,7 +3,6 @@ generator checks, scoring, and generator initialisation from an ML checkpoint.""
 
 from __future__ import annotations
 
-import csv
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from lit_ebm.generators import Generator
 from lit_ebm.modules import AdversarialEBM, MaximumLikelihood, adversarial
 from lit_ebm.modules.training_stats import discriminator_stats
 from lit_ebm.toy2d import sample_toy2d
+from tests.tiny import logged_rows, quiet_trainer
 
 TOY_RUN = [
     "--config", "configs/toy2d_adversarial.yaml",
@@ -37,11 +37,6 @@ REQUIRED = ["train/loss_d", "train/loss_g", "train/log_z", "train/log_z_ld_optim
             "train/energy_real", "train/energy_fake", "train/entropy", "train/grad_norm_energy",
             "train/grad_norm_generator", "train/grad_x_energy_real", "train/grad_x_energy_fake",
             "val/log_z", "val/log_z_ld_optimal", "val/log_z_true", "val/nll"]
-
-
-def _rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv", newline="") as file:
-        return list(csv.DictReader(file))
 
 
 TOY_SIZES = [arg for arg in TOY_RUN if arg.startswith(("data.", "model."))]
@@ -61,9 +56,7 @@ def _toy_module(generator: Generator | None = None, **overrides: str) -> Adversa
 
 def _fit(module: AdversarialEBM, steps: int, batch_size: int = 32) -> pl.Trainer:
     data = sample_toy2d("ring8", batch_size * steps, torch.Generator().manual_seed(0))
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         accelerator="cpu", devices=1, limit_val_batches=0)
+    trainer = quiet_trainer(max_epochs=1)
     trainer.fit(module, DataLoader(data, batch_size=batch_size))
     return trainer
 
@@ -72,7 +65,7 @@ def _fit(module: AdversarialEBM, steps: int, batch_size: int = 32) -> pl.Trainer
 def test_toy_run_logs_every_required_quantity(tmp_path: Path) -> None:
     assert main([*TOY_RUN, f"output_dir={tmp_path}", "name=adv"]) == 0
     run_dir = tmp_path / "adv" / "version_0"
-    rows = _rows(run_dir)
+    rows = logged_rows(run_dir)
     for key in REQUIRED:
         values = [float(row[key]) for row in rows if row.get(key)]
         assert values and all(torch.isfinite(torch.tensor(values))), key
@@ -315,7 +308,7 @@ def test_residual_energy_starts_as_the_generator_density_and_keeps_its_base_froz
     with torch.no_grad():
         expected = module.energy.net(points) - module.generator.log_prob(points)
         assert torch.allclose(module.energy(points), expected, atol=1e-5)
-    trainable = {id(p) for p in module.optimizer_settings()[0][0]}
+    trainable = {id(p) for p in module.optimizer_settings()[0][1]}
     assert not any(id(p) in trainable for p in module.energy.base.parameters())
     base_before = [p.detach().clone() for p in module.energy.base.parameters()]
     net_before = [p.detach().clone() for p in module.energy.net.parameters()]
@@ -365,9 +358,7 @@ def test_an_unconverged_log_z_optimum_is_warned_about(monkeypatch: pytest.Monkey
         "model.generator.realnvp2d.num_couplings=2", "model.generator.realnvp2d.hidden_features=8",
         "model.energy.mlp.hidden_features=8", "model.energy.mlp.depth=1"])
     module = build_module(cfg, (2,))
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0)
+    trainer = quiet_trainer(max_steps=1)
     points = sample_toy2d("ring8", 64, torch.Generator().manual_seed(0))
     with pytest.warns(UserWarning, match=r"this batch's L_D-optimal log Z did not converge"):
         trainer.fit(module, DataLoader(points, batch_size=64))

@@ -17,10 +17,9 @@ import torchmetrics.image.fid as torchmetrics_fid
 
 from lit_ebm import image_files
 from lit_ebm.evaluate import main as evaluate
-from lit_ebm.evaluation import measure
+from lit_ebm.evaluation import reference
 from lit_ebm.fit import main as fit
 from tests.fake_data import write_cifar10
-from tests.test_features import _fake_inception_weights
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +58,7 @@ def one_thread() -> Iterator[None]:
 
 @pytest.mark.usefixtures("one_thread")
 def test_every_cifar10_config_trains_and_evaluates_on_inception_features(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_inception_weights: Path) -> None:
     write_cifar10(tmp_path / "data", num_train=40, num_test=10)
     opened: list[str] = []
     read_batch = image_files.read_cifar10_batch
@@ -79,8 +78,8 @@ def test_every_cifar10_config_trains_and_evaluates_on_inception_features(
     assert sorted(set(opened)) == [f"data_batch_{i}" for i in range(1, 6)]
 
     monkeypatch.setattr(torchmetrics_fid, "_compute_fid", _cheap_fid)
-    monkeypatch.setattr(measure, "check_sample_counts", lambda *args: None)
-    weights = _fake_inception_weights(tmp_path, monkeypatch)
+    monkeypatch.setattr(reference, "check_sample_counts", lambda *args: None)
+    weights = fake_inception_weights
     out = tmp_path / "eval"
     argv = ["--ckpt", *map(str, checkpoints), "--out", str(out), "--split", "test",
             "--inception-weights", str(weights), "--num-samples", "6", "--candidates", "2",

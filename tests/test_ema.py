@@ -24,7 +24,7 @@ from lit_ebm.fit import main, parameter_checksum
 from lit_ebm.generators import RealNVP2d
 from lit_ebm.modules import AdversarialEBM, GenerativeModule, MaximumLikelihood, load_module
 from lit_ebm.toy2d import sample_toy2d
-from tests.tiny import TINY_IMAGE_RUN
+from tests.tiny import TINY_IMAGE_RUN, quiet_trainer
 
 DECAY = 0.5  # a short memory, so that a few steps move the average far from the raw weights
 BATCHES, BATCH_SIZE = 4, 32
@@ -73,9 +73,8 @@ def _fit(module: GenerativeModule, epochs: int, decay: float | None, folder: Pat
     if folder is not None:
         callbacks.append(ModelCheckpoint(dirpath=folder, save_top_k=0, save_last=True,
                                          enable_version_counter=False))
-    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=folder is not None,
-                         callbacks=callbacks, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer = quiet_trainer(max_epochs=epochs, enable_checkpointing=folder is not None,
+                            callbacks=callbacks, limit_val_batches=None)
     trainer.fit(module, DataLoader(TRAIN, batch_size=BATCH_SIZE),
                 DataLoader(VAL, batch_size=len(VAL)), ckpt_path=resume)
     return record, ema

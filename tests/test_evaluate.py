@@ -4,7 +4,6 @@ the library it runs on (settings in, typed results out); and FID/KID logged duri
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -23,26 +22,13 @@ from lit_ebm.evaluation import EvaluationResults, EvaluationSettings, Row, Sampl
 from lit_ebm.fit import main as fit
 from lit_ebm.generators import RealNVP, bits_per_dim
 from lit_ebm.modules import AdversarialEBM, MaximumLikelihood, load_module
-from tests.tiny import TINY_IMAGE_RUN
+from tests.tiny import TINY_IMAGE_RUN, logged_rows
 
 pytestmark = pytest.mark.slow
 
-TINY_ADVERSARIAL = ["model.objective=adversarial", "model.energy.residual=true",
-                    "model.energy.conv.channels=8", "model.energy.conv.depth=2"]
 EVAL_IN_TRAINING = ["eval.every_n_epochs=1", "eval.num_samples=150", "eval.kid_subset_size=100"]
 SMALL = ["--num-samples", "150", "--kid-subset-size", "100", "--candidates", "2",
          "--mcmc-steps", "5", "--mcmc-burn-in", "5"]
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Last checkpoints of a tiny ML run and of a tiny adversarial run started from it."""
-    runs = tmp_path_factory.mktemp("runs")
-    common = [*TINY_IMAGE_RUN, f"output_dir={runs}"]
-    assert fit([*common, "name=ml"]) == 0
-    ml = runs / "ml" / "version_0" / "checkpoints" / "last.ckpt"
-    assert fit([*common, *TINY_ADVERSARIAL, "name=adv", f"model.generator_init={ml}"]) == 0
-    return {"ml": ml, "adversarial": runs / "adv" / "version_0" / "checkpoints" / "last.ckpt"}
 
 
 def _results(out: Path) -> dict:
@@ -289,7 +275,7 @@ def test_fid_and_kid_are_logged_during_training_and_leave_training_unchanged(
     assert fit([*common, "name=eval", *EVAL_IN_TRAINING, "eval.every_n_epochs=2"]) == 0
     assert fit([*common, "name=plain"]) == 0
     run = tmp_path / "eval" / "version_0"
-    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    rows = logged_rows(run)
     logged = {row["epoch"]: (float(row["val/fid_mnist_cnn"]), float(row["val/kid_mnist_cnn"]))
               for row in rows if row.get("val/fid_mnist_cnn")}
     assert sorted(logged) == ["1", "2"], "every 2 epochs, and after the last"

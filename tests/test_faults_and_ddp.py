@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 import os
@@ -17,13 +16,12 @@ import torch
 
 from lit_ebm.fit import main
 from lit_ebm.modules import AdversarialEBM
-from tests.tiny import TINY_IMAGE_RUN
+from tests.tiny import TINY_ENERGY, TINY_IMAGE_RUN, logged_rows
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_ADVERSARIAL = [*TINY_IMAGE_RUN, "model.objective=adversarial",
-                    "model.energy.conv.channels=8", "model.energy.conv.depth=2"]
+TINY_ADVERSARIAL = [*TINY_IMAGE_RUN, *TINY_ENERGY]
 
 
 def _cli(*args: str) -> list[str]:
@@ -45,7 +43,7 @@ def test_ddp_on_two_cpu_processes_completes_the_run_folder(tmp_path: Path) -> No
     run_dir = tmp_path / "ddp" / "version_0"
     for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt", "samples/epoch0000.png"):
         assert (run_dir / name).is_file(), name
-    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    rows = logged_rows(run_dir)
     assert any(row.get("val/bpd") for row in rows)
     fid = [float(row["val/fid_mnist_cnn"]) for row in rows if row.get("val/fid_mnist_cnn")]
     kid = [float(row["val/kid_mnist_cnn"]) for row in rows if row.get("val/kid_mnist_cnn")]
@@ -75,8 +73,7 @@ def test_sigkill_mid_epoch_then_resume_finishes(tmp_path: Path) -> None:
     resumed = tmp_path / "killed" / "version_1"
     final = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["global_step"] == 120, "2 epochs x 30 batches x (energy + generator step)"
-    with open(resumed / "metrics.csv", newline="") as file:
-        rows = list(csv.DictReader(file))
+    rows = logged_rows(resumed)
     assert [row["epoch"] for row in rows if row["val/bpd"]] == ["0", "1"]
     model = AdversarialEBM.load_from_checkpoint(resumed / "checkpoints" / "last.ckpt",
                                                 map_location="cpu")

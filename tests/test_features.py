@@ -61,21 +61,8 @@ def test_training_routine_learns_a_separable_problem() -> None:
     assert accuracy(classifier, images[384:], labels[384:]) >= 0.95
 
 
-def _fake_inception_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A state dict of torch-fidelity's Inception with random weights (no download)."""
-    with monkeypatch.context() as patch:
-        patch.setattr(fidelity, "load_state_dict_from_url", lambda *args, **kwargs: {})
-        patch.setattr(fidelity.FeatureExtractorInceptionV3, "load_state_dict",
-                      lambda self, state_dict: None)
-        model = fidelity.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    path = tmp_path / INCEPTION_WEIGHTS_FILE
-    torch.save(model.state_dict(), path)
-    return path
-
-
-def test_inception_features_from_a_local_weights_file(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    weights = _fake_inception_weights(tmp_path, monkeypatch)
+def test_inception_features_from_a_local_weights_file(fake_inception_weights: Path) -> None:
+    weights = fake_inception_weights
     extractor = build_feature_extractor("cifar10", str(weights))
     assert extractor.name == "inception" and extractor.num_features == 2048
     features = extractor(torch.rand(2, 3, 32, 32))

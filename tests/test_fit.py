@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -14,26 +13,17 @@ from PIL import Image
 from lit_ebm.fit import main
 from lit_ebm.generators import RealNVP
 from lit_ebm.modules import MaximumLikelihood
+from tests.tiny import logged, logged_rows
 
 pytestmark = pytest.mark.slow
-
-
-def _rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv", newline="") as file:
-        return list(csv.DictReader(file))
-
-
-def _column(rows: list[dict[str, str]], key: str) -> list[float]:
-    return [float(row[key]) for row in rows if row.get(key)]
 
 
 def test_run_writes_every_contract_file(tiny_run: list[str], tmp_path: Path) -> None:
     assert main(tiny_run) == 0
     run_dir = tmp_path / "runs" / "tiny" / "version_0"
     assert (run_dir / "config.yaml").read_text().startswith("name: tiny")
-    rows = _rows(run_dir)
-    assert _column(rows, "val/bpd") and _column(rows, "train/bpd")
-    val_bpd = _column(rows, "val/bpd")
+    assert logged(run_dir, "train/bpd")
+    val_bpd = logged(run_dir, "val/bpd")
     assert len(val_bpd) == 2 and 0.0 < val_bpd[1] < val_bpd[0], "two epochs of learning"
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints
@@ -73,7 +63,7 @@ def test_resume_from_last_continues_global_step(tiny_run: list[str], tmp_path: P
     ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
     assert (ckpt["global_step"], ckpt["epoch"]) == (9, before["epoch"] + 1)
     assert ckpt["optimizer_states"][0]["state"], "optimizer state is restored and carried on"
-    steps = [int(row["step"]) for row in _rows(resumed) if row.get("train/bpd")]
+    steps = [int(row["step"]) for row in logged_rows(resumed) if row.get("train/bpd")]
     assert min(steps) >= step_before, "the resumed run starts where the first stopped"
 
 
@@ -147,7 +137,7 @@ def test_a_plateaued_run_stops_early(tiny_run: list[str], tmp_path: Path) -> Non
     assert main([*tiny_run, "trainer.max_epochs=5", "trainer.limit_train_batches=1",
                  "early_stopping.patience=2", "early_stopping.min_delta=1000"]) == 0
     run_dir = tmp_path / "runs" / "tiny" / "version_0"
-    assert len(_column(_rows(run_dir), "val/bpd")) == 3
+    assert len(logged(run_dir, "val/bpd")) == 3
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["loops"]["fit_loop"]["epoch_progress"]["total"]["completed"] == 3
     assert len(list((run_dir / "checkpoints").glob("best-epoch*.ckpt"))) == 1

@@ -21,6 +21,7 @@ from lit_ebm.modules import AdversarialEBM
 from lit_ebm.modules.training_stats import discriminator_stats, generator_stats
 from lit_ebm.toy2d import sample_toy2d
 from tests.flow_helpers import perturb
+from tests.tiny import quiet_trainer
 
 TOY = ["data.name=toy2d", "model.objective=adversarial", "model.generator.name=realnvp2d",
        "model.energy.name=mlp", "model.generator.realnvp2d.num_couplings=2",
@@ -33,11 +34,8 @@ def toy_module(*overrides: str) -> AdversarialEBM:
 
 
 def fit(module: AdversarialEBM, steps: int, batch_size: int = 32) -> None:
-    import pytorch_lightning as pl
     data = sample_toy2d("ring8", batch_size * steps, torch.Generator().manual_seed(0))
-    pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-               enable_model_summary=False, accelerator="cpu", devices=1,
-               limit_val_batches=0).fit(module, DataLoader(data, batch_size=batch_size))
+    quiet_trainer(max_epochs=1).fit(module, DataLoader(data, batch_size=batch_size))
 
 
 @pytest.mark.parametrize("spectral_norm", [False, True])

@@ -25,11 +25,10 @@ from lit_ebm.fit import main, parameter_checksum
 from lit_ebm.launch import Launch, current_launch, publish_run_dir, receive_run_dir
 from lit_ebm.runs import create_run_dir
 from lit_ebm.trainer import training_strategy
-from tests.tiny import TINY_IMAGE_RUN
+from tests.tiny import TINY_ENERGY, TINY_IMAGE_RUN
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_ADVERSARIAL = [*TINY_IMAGE_RUN, "model.objective=adversarial",
-                    "model.energy.conv.channels=4", "trainer.max_epochs=1"]
+TINY_ADVERSARIAL = [*TINY_IMAGE_RUN, *TINY_ENERGY, "trainer.max_epochs=1"]
 FINISHED = re.compile(r"^rank (\d+) finished; run folder: (\S+); parameter checksum: (\w+)$",
                       re.MULTILINE)
 LAUNCH_VARIABLES = ("TORCHELASTIC_RUN_ID", "TORCHELASTIC_USE_AGENT_STORE",

@@ -36,3 +36,22 @@ def test_objectives_hold_only_mathematics(name: str) -> None:
     imported = imported_modules(PACKAGE / name)
     allowed = {"__future__", "math", "torch", "torch.nn.functional", "lit_ebm.objectives"}
     assert imported <= allowed, imported
+
+
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 300, 50
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_files_and_functions_stay_small(path: Path) -> None:
+    text = path.read_text()
+    assert len(text.splitlines()) <= MAX_FILE_LINES, f"split {path.name} by idea"
+    functions = [node for node in ast.walk(ast.parse(text))
+                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
+    long = [f"{f.name} ({f.end_lineno - f.lineno + 1} lines)" for f in functions
+            if f.end_lineno is not None and f.end_lineno - f.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, f"{path.name}: {long}"
+
+
+def test_what_a_run_trains_is_named_without_torch() -> None:
+    assert imported_modules(PACKAGE / "objective_names.py") == set()

@@ -4,7 +4,6 @@ each optimiser trains, sample figures as images, provenance.json)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import subprocess
@@ -26,7 +25,7 @@ from lit_ebm.errors import ConfigError
 from lit_ebm.fit import main
 from lit_ebm.modules.base import cosine_factor
 from lit_ebm.provenance import SOURCE_ROOT
-from tests.tiny import TINY_IMAGE_RUN
+from tests.tiny import TINY_IMAGE_RUN, logged
 
 ENERGY_LR, GENERATOR_LR = 2e-4, 3e-3
 ADVERSARIAL_RUN = [*TINY_IMAGE_RUN, "model.objective=adversarial", "model.energy.conv.channels=4",
@@ -71,11 +70,6 @@ def test_missing_sole_logger_suggests_csv(monkeypatch: pytest.MonkeyPatch) -> No
     loggers.check_installed(["csv"])  # needs nothing beyond Lightning
 
 
-def _csv_column(run_dir: Path, key: str) -> list[float]:
-    with open(run_dir / "metrics.csv", newline="") as file:
-        return [float(row[key]) for row in csv.DictReader(file) if row.get(key)]
-
-
 @pytest.fixture(scope="module")
 def logged_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], datetime]:
     """A two-epoch adversarial run with a cosine schedule, logging to CSV, TensorBoard and
@@ -100,7 +94,7 @@ def test_learning_rates_are_logged_per_optimiser(logged_run: tuple[Path, list[st
     run_dir, _, _ = logged_run
     for column, lr in (("lr-Adam/energy", ENERGY_LR), ("lr-Adam-1/generator", GENERATOR_LR)):
         expected = [lr * cosine_factor(epoch, 2) for epoch in range(2)]
-        assert _csv_column(run_dir, column) == pytest.approx(expected, rel=1e-12), column
+        assert logged(run_dir, column) == pytest.approx(expected, rel=1e-12), column
 
 
 @pytest.mark.slow
@@ -110,9 +104,9 @@ def test_tensorboard_holds_scalars_and_sample_images(
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     bpd = [event.value for event in events.Scalars("val/bpd")]
-    assert bpd == pytest.approx(_csv_column(run_dir, "val/bpd"), rel=1e-6) and len(bpd) == 2
+    assert bpd == pytest.approx(logged(run_dir, "val/bpd"), rel=1e-6) and len(bpd) == 2
     assert [e.value for e in events.Scalars("lr-Adam/energy")] == pytest.approx(
-        _csv_column(run_dir, "lr-Adam/energy"), rel=1e-6)
+        logged(run_dir, "lr-Adam/energy"), rel=1e-6)
     images = events.Images("samples")
     png = Image.open(run_dir / "samples" / "epoch0001.png")
     assert len(images) == 2 and (images[-1].width, images[-1].height) == png.size
@@ -131,7 +125,7 @@ def test_mlflow_file_store_holds_metrics_and_sample_artifacts(
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.run_name == "version_0" and run.info.status == "FINISHED"
     history = [m.value for m in client.get_metric_history(run.info.run_id, "val/bpd")]
-    assert history == pytest.approx(_csv_column(run_dir, "val/bpd"), rel=1e-6)
+    assert history == pytest.approx(logged(run_dir, "val/bpd"), rel=1e-6)
     assert "train/loss_d" in run.data.metrics
     artifacts = client.list_artifacts(run.info.run_id, "samples")
     assert [a.path for a in artifacts] == ["samples/epoch0000.png", "samples/epoch0001.png"]
@@ -175,6 +169,6 @@ def test_resumed_run_gets_its_own_record_and_logs_the_resumed_rate(
     assert record["command"] == ["lit-ebm-fit", *resume]
     assert (run_dir / "provenance.json").read_bytes() == first, "the first record is untouched"
     # the schedule keeps its position (epoch 2) and is stretched to the new 3 epochs
-    assert _csv_column(resumed, "lr-Adam/energy") == pytest.approx(
+    assert logged(resumed, "lr-Adam/energy") == pytest.approx(
         [ENERGY_LR * cosine_factor(2, 3)], rel=1e-12)
     assert not (resumed / "mlruns").exists() and not list(resumed.glob("events.out.*"))

@@ -76,6 +76,8 @@ def test_the_wheel_holds_the_data_its_readme_the_licence_and_every_config(
                for p in (PACKAGE / "configs").rglob("*.yaml")}
     assert {"lit_ebm/configs/quickstart.yaml", "lit_ebm/configs/data/mnist5k.yaml"} <= configs
     assert configs <= names
+    assert "lit_ebm/py.typed" in names  # PEP 561: the hints are part of the interface
+    assert {f"lit_ebm/studies/{p.name}" for p in (PACKAGE / "studies").glob("*.yaml")} <= names
     dist_info = "-".join(wheel.name.split("-")[:2]) + ".dist-info"
     assert {n.split("/")[0] for n in names} == {"lit_ebm", dist_info}  # no configs/ beside it
     for script in ("lit-ebm-fit = lit_ebm.fit:main", "lit-ebm-evaluate = lit_ebm.evaluate:main",

@@ -3,7 +3,6 @@ samplers' agreement, and training and errors through the CLI."""
 
 from __future__ import annotations
 
-import csv
 import itertools
 from pathlib import Path
 
@@ -17,11 +16,15 @@ from lit_ebm.errors import InvalidArgument
 from lit_ebm.fit import main
 from lit_ebm.generators.pixelcnn import PixelCNN
 from lit_ebm.modules import AdversarialEBM, MaximumLikelihood
-from tests.tiny import TINY_IMAGE_RUN, TINY_PIXELCNN_RUN, one_line_error
+from tests.tiny import (
+    TINY_IMAGE_RUN,
+    TINY_PIXELCNN_RUN,
+    TINY_RESIDUAL_ENERGY,
+    logged,
+    one_line_error,
+)
 
 TINY = {"channels": 8, "dilations": (1, 2)}
-TINY_ADVERSARIAL = ["model.objective=adversarial", "model.energy.residual=true",
-                    "model.energy.conv.channels=8", "model.energy.conv.depth=2"]
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -214,14 +217,9 @@ def ml_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return output / "ml" / "version_0"
 
 
-def _column(run_dir: Path, key: str) -> list[float]:
-    with open(run_dir / "metrics.csv", newline="") as file:
-        return [float(row[key]) for row in csv.DictReader(file) if row.get(key)]
-
-
 @pytest.mark.slow
 def test_ml_run_lowers_val_bpd_and_its_checkpoint_reloads(ml_run: Path) -> None:
-    val_bpd = _column(ml_run, "val/bpd")
+    val_bpd = logged(ml_run, "val/bpd")
     assert len(val_bpd) == 2 and val_bpd[1] < val_bpd[0] < 8.5
     assert sorted(p.name for p in (ml_run / "samples").glob("*.png")) == ["epoch0000.png",
                                                                          "epoch0001.png"]
@@ -238,12 +236,12 @@ def test_ml_run_lowers_val_bpd_and_its_checkpoint_reloads(ml_run: Path) -> None:
 def test_adversarial_run_with_residual_energy_from_the_ml_checkpoint(ml_run: Path,
                                                                        tmp_path: Path) -> None:
     ml_ckpt = ml_run / "checkpoints" / "last.ckpt"
-    run = [*TINY_PIXELCNN_RUN, *TINY_ADVERSARIAL, f"model.generator_init={ml_ckpt}",
+    run = [*TINY_PIXELCNN_RUN, *TINY_RESIDUAL_ENERGY, f"model.generator_init={ml_ckpt}",
            "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
            f"output_dir={tmp_path}", "name=adv"]
     assert main(run) == 0
     run_dir = tmp_path / "adv" / "version_0"
-    assert all(torch.isfinite(torch.tensor(_column(run_dir, key))).all()
+    assert all(torch.isfinite(torch.tensor(logged(run_dir, key))).all()
                for key in ("train/loss_g", "train/loss_d", "train/entropy", "val/bpd"))
     assert (run_dir / "samples" / "epoch0000.png").is_file()
     ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -272,13 +270,13 @@ def test_generator_init_holding_another_generator_is_named(
     ml_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     realnvp = _realnvp_checkpoint(tmp_path / "realnvp.ckpt")
-    assert main([*TINY_PIXELCNN_RUN, *TINY_ADVERSARIAL, f"model.generator_init={realnvp}",
+    assert main([*TINY_PIXELCNN_RUN, *TINY_RESIDUAL_ENERGY, f"model.generator_init={realnvp}",
                  f"output_dir={tmp_path}"]) == 2
     err = one_line_error(capsys.readouterr().err)
     assert "holds a realnvp generator" in err and "model.generator.name is pixelcnn" in err
 
     pixelcnn = ml_run / "checkpoints" / "last.ckpt"
-    assert main([*TINY_IMAGE_RUN, *TINY_ADVERSARIAL, f"model.generator_init={pixelcnn}",
+    assert main([*TINY_IMAGE_RUN, *TINY_RESIDUAL_ENERGY, f"model.generator_init={pixelcnn}",
                  f"output_dir={tmp_path}"]) == 2
     err = one_line_error(capsys.readouterr().err)
     assert "holds a pixelcnn generator" in err and "model.generator.name is realnvp" in err

@@ -29,6 +29,7 @@ from lit_ebm.generators.realnvp import RealNVP
 from lit_ebm.modules import AdversarialEBM
 from lit_ebm.precision import density_call
 from lit_ebm.toy2d import sample_toy2d
+from tests.tiny import quiet_trainer
 
 # Measured on a 2-core x86_64 CPU with AVX-512 BF16 (torch 2.14.1, Lightning 2.6.6), bf16-mixed
 # against 32-true from the same weights and batch, log q up to 2,971 nats: the generator's
@@ -109,9 +110,7 @@ def _image_step(precision: str, residual: bool,
         return loss(*args)
 
     monkeypatch.setattr(objectives, "discriminator_loss", recording)
-    trainer = pl.Trainer(precision=precision, accelerator="cpu", devices=1, max_steps=1,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, log_every_n_steps=1, limit_val_batches=0)
+    trainer = quiet_trainer(precision=precision, max_steps=1, log_every_n_steps=1)
     trainer.fit(module, DataLoader([batch], batch_size=None))
     metrics = trainer.callback_metrics
     dims = module.generator.num_dims  # losses are logged per dimension; compared per image
@@ -167,10 +166,8 @@ def _toy_step(clip: float, scaler: torch.amp.GradScaler | None,
     module = build_module(cfg, (2,))
     norms = _StepNorms()
     plugins = [MixedPrecision("16-mixed", "cpu", scaler=scaler)] if scaler else []
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=1, plugins=plugins,
-                         callbacks=[norms], logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         log_every_n_steps=1, limit_val_batches=0)
+    trainer = quiet_trainer(max_steps=1, plugins=plugins, callbacks=[norms],
+                            log_every_n_steps=1)
     points = sample_toy2d("ring8", 64, torch.Generator().manual_seed(0))
     trainer.fit(module, DataLoader(points, batch_size=64))
     return norms, {k: float(v) for k, v in trainer.callback_metrics.items()}

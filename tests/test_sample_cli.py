@@ -16,49 +16,24 @@ from PIL import Image
 
 from lit_ebm.build import build_module
 from lit_ebm.config import load_config
-from lit_ebm.fit import main as fit
 from lit_ebm.generators import RealNVP, to_levels
 from lit_ebm.modules import load_module
 from lit_ebm.sample import main as sample
-from tests.tiny import TINY_IMAGE_RUN, TINY_PIXELCNN_RUN
-
-TINY_ADVERSARIAL = ["model.objective=adversarial", "model.energy.residual=true",
-                    "model.energy.conv.channels=8", "model.energy.conv.depth=2"]
-SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
-
+from tests.tiny import TINY_PIXELCNN_RUN, TINY_RESIDUAL_ENERGY, one_line_error
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Last checkpoints of a tiny ML RealNVP run and of a tiny residual adversarial run started
-    from it."""
-    runs = tmp_path_factory.mktemp("runs")
-    common = [*TINY_IMAGE_RUN, *SHORT, f"output_dir={runs}"]
-    assert fit([*common, "name=ml"]) == 0
-    ml = runs / "ml" / "version_0" / "checkpoints" / "last.ckpt"
-    assert fit([*common, *TINY_ADVERSARIAL, "name=adv", f"model.generator_init={ml}"]) == 0
-    return {"ml": ml, "adversarial": runs / "adv" / "version_0" / "checkpoints" / "last.ckpt"}
 
 
 @pytest.fixture(scope="module")
 def pixelcnn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained adversarial PixelCNN checkpoint as Lightning writes one (weights,
     hyperparameters, the data section)."""
-    module = build_module(load_config([], [*TINY_PIXELCNN_RUN, *TINY_ADVERSARIAL]), (1, 28, 28))
+    module = build_module(load_config([], [*TINY_PIXELCNN_RUN, *TINY_RESIDUAL_ENERGY]), (1, 28, 28))
     path = tmp_path_factory.mktemp("pixelcnn") / "pixelcnn.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                 "datamodule_hyper_parameters": {"data": {"name": "mnist5k"}},
                 "pytorch-lightning_version": pl.__version__}, path)
     return path
-
-
-def _one_line_error(capfd: pytest.CaptureFixture[str]) -> str:
-    stdout, stderr = capfd.readouterr()
-    lines = [line for line in (stdout + stderr).splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
 
 
 METHODS = {"generator": [], "sir": ["--candidates", "3"], "mcmc": ["--steps", "2", "--burn-in",
@@ -132,7 +107,7 @@ def test_a_maximum_likelihood_checkpoint_samples_its_generator_only(
     capfd.readouterr()
     assert sample(["--ckpt", ml, "--method", "sir", "--out", str(tmp_path / "sir")]) == 2
     assert "no energy (a maximum-likelihood model): use method 'generator'" in (
-        _one_line_error(capfd))
+        one_line_error("\n".join(capfd.readouterr())))
 
 
 BAD = {
@@ -158,7 +133,7 @@ def test_bad_input_is_one_line_exit_2(case: str, checkpoints: dict[str, Path], t
     args, expected = BAD[case]
     out = tmp_path / "out"
     assert sample([*(a.format(**checkpoints) for a in args), "--out", str(out)]) == 2
-    assert expected in _one_line_error(capfd)
+    assert expected in one_line_error("\n".join(capfd.readouterr()))
     assert not (out / "samples.npz").exists()
 
 
@@ -168,7 +143,7 @@ def test_mcmc_on_a_pixelcnn_names_the_methods_that_work(
                    str(tmp_path / "out")]) == 2
     assert ("invalid value 'mcmc' for '--method': method 'mcmc' runs MALA in the latent space "
             "of a continuous flow, and PixelCNN is not one: use method 'imh' or 'sir'") in (
-        _one_line_error(capfd))
+        one_line_error("\n".join(capfd.readouterr())))
 
 
 @pytest.mark.slow
@@ -190,7 +165,7 @@ def test_non_finite_samples_are_one_line_naming_the_checkpoint(
     monkeypatch.setattr(RealNVP, "sample", nan_sample)
     assert sample(["--ckpt", str(checkpoints["ml"]), "--method", "generator", "--out",
                    str(tmp_path / "nan")]) == 2
-    line = _one_line_error(capfd)
+    line = one_line_error("\n".join(capfd.readouterr()))
     assert "last.ckpt'" in line and "NaN or infinite" in line
 
 

@@ -9,6 +9,7 @@ from lit_ebm.config.schema import (
     Config,
     log_density_precision,
 )
+from lit_ebm.objective_names import ADVERSARIAL
 
 
 def cross_checks(cfg: Config) -> None:
@@ -38,16 +39,16 @@ def cross_checks(cfg: Config) -> None:
         raise invalid("eval.kid_subset_size", cfg.eval.kid_subset_size,
                       f"at most eval.num_samples={cfg.eval.num_samples} (KID draws subsets of "
                       "that size from the generated images)")
-    if cfg.model.objective == "adversarial" and cfg.early_stopping.patience is not None:
+    if cfg.model.objective == ADVERSARIAL and cfg.early_stopping.patience is not None:
         raise invalid("early_stopping.patience", cfg.early_stopping.patience,
                       "null for adversarial runs: their generator's likelihood is meant to "
                       "give way, and no validation figure ranks them (docs/configuration.md)")
-    if not cfg.model.train_generator and (cfg.model.objective != "adversarial"
+    if not cfg.model.train_generator and (cfg.model.objective != ADVERSARIAL
                                           or cfg.model.generator_init is None):
         raise invalid("model.train_generator", cfg.model.train_generator,
                       "true, unless model.objective=adversarial and model.generator_init names "
                       "the checkpoint whose generator the energy is fitted over")
     energy = "mlp" if toy else "conv"
-    if cfg.model.objective == "adversarial" and cfg.model.energy.name != energy:
+    if cfg.model.objective == ADVERSARIAL and cfg.model.energy.name != energy:
         raise invalid("model.energy.name", cfg.model.energy.name,
                       f"{energy!r} for data.name={cfg.data.name!r}")

@@ -23,6 +23,7 @@ from lit_ebm.config.cross_checks import cross_checks
 from lit_ebm.config.rules import check_settings
 from lit_ebm.config.schema import Config
 from lit_ebm.errors import ConfigError
+from lit_ebm.objective_names import MAXIMUM_LIKELIHOOD
 
 DEFAULTS_KEY = "defaults"
 # The shipped configs: the package is installed as plain files (wheels always are), so the
@@ -180,7 +181,7 @@ def unused_overrides(cfg: Config, overrides: list[str]) -> list[str]:
         group = getattr(cfg.model, parts[1])
         if not is_dataclass(getattr(group, parts[2], None)):
             continue
-        if parts[1] == "energy" and cfg.model.objective == "mle":
+        if parts[1] == "energy" and cfg.model.objective == MAXIMUM_LIKELIHOOD:
             notes.append(f"override '{item}' changes nothing: a maximum-likelihood run "
                          "(model.objective=mle) has no energy")
         elif parts[2] != group.name:

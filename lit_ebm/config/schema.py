@@ -24,7 +24,7 @@ from lit_ebm.config.rules import (
     unit_interval,
 )
 from lit_ebm.loggers import logger_names
-from lit_ebm.modules.adversarial import GENERATOR_OBJECTIVES
+from lit_ebm.objective_names import GENERATOR_OBJECTIVES, MAXIMUM_LIKELIHOOD, OBJECTIVES
 from lit_ebm.toy2d import TOY2D_SHAPES
 
 IMAGE_DATASETS = ("mnist5k", "mnist", "fashion_mnist", "cifar10")
@@ -160,7 +160,7 @@ class OptimConfig:
 class ModelConfig:
     """What is trained and how: maximum likelihood or the adversarial EBM of Finn et al."""
 
-    objective: str = setting("mle", one_of("mle", "adversarial"))
+    objective: str = setting(MAXIMUM_LIKELIHOOD, one_of(*OBJECTIVES))
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     generator_optim: OptimConfig = field(default_factory=OptimConfig)
     generator_init: str | None = None  # a checkpoint's generator (either objective) to start from

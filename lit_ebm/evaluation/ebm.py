@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from lit_ebm.annealing import annealed_log_weights
-from lit_ebm.energy import ResidualEnergy
+from lit_ebm.energy import base_of
 from lit_ebm.evaluation.quality import batches
 from lit_ebm.generated_batch import draw_candidates
 from lit_ebm.generators import to_levels
@@ -111,7 +111,7 @@ def draw_ebm(module: AdversarialEBM, num_samples: int, candidates: int, batch_si
 
 def proposal_for(module: AdversarialEBM, requested: str) -> str:
     """``requested`` ("q", "base" or "mixture") for a residual energy, "q" for any other."""
-    return requested if isinstance(module.energy, ResidualEnergy) else "q"
+    return requested if base_of(module.energy) is not None else "q"
 
 
 @torch.no_grad()
@@ -120,11 +120,11 @@ def draw_base(module: AdversarialEBM, num_samples: int, batch_size: int,
     """``num_samples`` fresh draws x ~ q0 from a residual energy's frozen base: their
     ``energy`` E(x), ``log_q_base`` log q0(x) and, ``with_log_q``, the generator's ``log_q``,
     float64 on the CPU."""
-    energy = module.energy
-    if not isinstance(energy, ResidualEnergy):
+    energy, base = module.energy, base_of(module.energy)
+    if base is None:
         raise TypeError(f"only a residual energy has a base density to draw from, not "
                         f"{type(energy).__name__}")
-    base, device = energy.base, module.device.type
+    device = module.device.type
     columns: dict[str, list[Tensor]] = {"energy": [], "log_q_base": [], "log_q": []}
     for n in batches(num_samples, batch_size):
         x, log_q_base = density_call(base, device, base.sample, n)

@@ -15,6 +15,7 @@ from lit_ebm.checkpoints import check_finite_weights, generator_name, read_check
 from lit_ebm.errors import ConfigError
 from lit_ebm.evaluation.settings import flag
 from lit_ebm.modules import AdversarialEBM, GenerativeModule, module_class
+from lit_ebm.objective_names import ADVERSARIAL, MAXIMUM_LIKELIHOOD
 
 
 @dataclass
@@ -84,7 +85,7 @@ def load_checkpoint(path: str | Path, data: str | None = None,
         raise ConfigError(f"{key}: '{path}' models {section['name']} points, but sample quality "
                           "is measured on images: pass checkpoints of image runs")
 
-    objective = "adversarial" if isinstance(module, AdversarialEBM) else "mle"
+    objective = ADVERSARIAL if isinstance(module, AdversarialEBM) else MAXIMUM_LIKELIHOOD
     return LoadedCheckpoint(path, run_label(path), objective, generator_name(checkpoint),
                             module.eval(), section)
 

@@ -25,35 +25,28 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from lit_ebm.compilation import compile_networks
-from lit_ebm.config import DataConfig
-from lit_ebm.data import ImageDataModule, QuantisedImages
 from lit_ebm.errors import ConfigError, InvalidArgument, NonFiniteSamplesError
 from lit_ebm.evaluation.ebm import draw_ebm, estimate_log_z, estimate_log_z_annealed
 from lit_ebm.evaluation.loading import LoadedCheckpoint, check_same_data, load_checkpoint
-from lit_ebm.evaluation.quality import (
-    FeatureDistances,
-    check_sample_counts,
-    generated_levels,
-    image_features,
+from lit_ebm.evaluation.quality import FeatureDistances, generated_levels, image_features
+from lit_ebm.evaluation.reference import (
+    Reference,
+    ValidationBits,
+    load_reference,
+    validation_bits,
 )
 from lit_ebm.evaluation.report import prepare_out, write_report
 from lit_ebm.evaluation.results import EvaluationResults, Row, SampleMetrics
-from lit_ebm.evaluation.settings import (
-    KID_SUBSET_SIZE,
-    EvaluationSettings,
-    default_device,
-    flag,
-)
-from lit_ebm.features import WEIGHTS_DIR, FeatureExtractor, build_feature_extractor
+from lit_ebm.evaluation.settings import EvaluationSettings, default_device, flag
+from lit_ebm.features import WEIGHTS_DIR
 from lit_ebm.generators import bits_per_dim, to_levels
 from lit_ebm.generators.base import sampler_at
 from lit_ebm.generators.flows import FlowGenerator
@@ -62,72 +55,6 @@ from lit_ebm.modules import AdversarialEBM
 from lit_ebm.progress import Progress
 
 NEAREST_NEIGHBOURS = 5  # k of precision/recall/density/coverage, as in both papers
-
-
-@dataclass
-class ValidationBits:
-    """The generator's bits/dim on the reference split; for an EBM also the learned log Z, its
-    own bits/dim under it, and the energies of the reference images."""
-
-    bpd: float
-    log_z_learned: float | None = None
-    ebm_bpd_learned_log_z: float | None = None
-    energies: Tensor | None = None
-
-
-@dataclass
-class Reference:
-    """The images every row is measured against (``split``), the training images of the
-    real-versus-real row, the features, and the KID subset size."""
-
-    name: str
-    split: str
-    images: Tensor
-    train_images: Tensor
-    extractor: FeatureExtractor
-    kid_subset_size: int
-
-
-def data_module(section: dict[str, Any], root: str | None, dequantise: bool,
-                batch_size: int = 256) -> ImageDataModule:
-    """The DataModule of a checkpoint's data section (its validation split included), reading
-    from ``root`` when given."""
-    known = {item.name for item in fields(DataConfig)}
-    values = {key: value for key, value in section.items() if key in known}
-    config = DataConfig(**{**values, "root": root or section.get("root"),
-                           "batch_size": batch_size, "num_workers": 0})
-    return ImageDataModule(config, dequantise)
-
-
-def split_images(datamodule: ImageDataModule, split: str) -> QuantisedImages:
-    """The ``val`` split, or the official ``test`` set, served as in validation."""
-    if split == "test":
-        return QuantisedImages(datamodule.load_test()[0], datamodule.dequantise, noise_seed=0)
-    datamodule.setup("validate")
-    return datamodule.val_set
-
-
-@torch.no_grad()
-def validation_bits(checkpoint: LoadedCheckpoint, data_root: str | None,
-                    batch_size: int, split: str = "val") -> ValidationBits:
-    """Bits/dim over the whole reference split (``val`` or ``test``) of the data the
-    checkpoint was trained on."""
-    module, generator = checkpoint.module, checkpoint.module.generator
-    datamodule = data_module(checkpoint.data, data_root, not generator.discrete, batch_size)
-    log_q, energy = [], []
-    for batch in DataLoader(split_images(datamodule, split), batch_size=batch_size):
-        batch = batch.to(module.device)
-        log_q.append(generator.log_prob(batch))
-        if isinstance(module, AdversarialEBM):
-            energy.append(module.energy(batch))
-    d, discrete = generator.num_dims, generator.discrete
-    bpd = float(bits_per_dim(torch.cat(log_q), d, discrete).mean())
-    if not energy or not isinstance(module, AdversarialEBM):
-        return ValidationBits(bpd)
-    energies = torch.cat(energy).double()
-    log_z = float(module.log_z.detach())
-    ebm_bpd = float(bits_per_dim(-energies - log_z, d, discrete).mean())
-    return ValidationBits(bpd, log_z, ebm_bpd, energies)
 
 
 def _ebm_rows(checkpoint: LoadedCheckpoint, module: AdversarialEBM, settings: EvaluationSettings,
@@ -251,29 +178,6 @@ def _measured(row: Row, extractor: Any, real: Tensor, distances: FeatureDistance
     distances.reset_fake()
     return replace(row, features=extractor.name, num_samples=len(row.images),
                    metrics=SampleMetrics(**values))
-
-
-def load_reference(section: dict[str, Any], root: str | None, settings: EvaluationSettings,
-                   device: torch.device) -> Reference:
-    """The data set of a checkpoint's data ``section`` (its ``settings.split``, and its
-    training split) and its feature extractor; refuses sample counts they cannot serve."""
-    datamodule = data_module(section, root, dequantise=False)
-    data = datamodule.load()
-    images = data.val_images if settings.split == "val" else datamodule.load_test()[0]
-    data_name = section["name"]
-    extractor = build_feature_extractor(data_name, settings.inception_weights).to(device)
-    num_real, num_train = len(images), len(data.train_images)
-    kid_subset_size = settings.kid_subset_size
-    if kid_subset_size is None:
-        kid_subset_size = min(KID_SUBSET_SIZE, num_real)
-    check_sample_counts(settings.num_samples, num_real, extractor.num_features, kid_subset_size,
-                        flag("num_samples"), flag("kid_subset_size"))
-    if settings.num_samples > num_train:
-        raise ConfigError(f"{flag('num_samples')} {settings.num_samples} exceeds the {num_train}"
-                          " training images that the real-versus-real row draws from: use "
-                          f"{flag('num_samples')}<={num_train}")
-    return Reference(data_name, settings.split, images, data.train_images, extractor,
-                     kid_subset_size)
 
 
 def _classifier_accuracy(features_name: str) -> dict[str, Any] | None:

@@ -6,36 +6,34 @@ to the objectives is float32 or wider under any Trainer precision (:mod:`lit_ebm
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
-from torch.optim import Optimizer
 from torchmetrics import CatMetric
 
 from lit_ebm import generator_objectives, objectives
-from lit_ebm.energy import ResidualEnergy
+from lit_ebm.energy import base_of, learnable_part
 from lit_ebm.generated_batch import GeneratedBatch, draw_generated_batch, energy_at
 from lit_ebm.generators.base import Generator
 from lit_ebm.modules.base import ADAM_DEFAULTS, AdamSettings, GenerativeModule, eval_mode
+from lit_ebm.modules.log_z import LogZTracking
 from lit_ebm.modules.training_stats import (
     discriminator_stats,
     generator_stats,
     input_gradient_norms,
 )
+from lit_ebm.objective_names import GENERATOR_OBJECTIVES
 from lit_ebm.precision import density_call
 from lit_ebm.registry import NetworkSpec, as_network
 from lit_ebm.sampling import EBMSamples, sample_ebm
 
-GENERATOR_OBJECTIVES = ("reverse_kl", "hybrid", "forward_kl")
 LOSS_NAMES = {"energy": "train/loss_d", "generator": "train/loss_g"}
-UNCONVERGED = 1e-6  # |dL_D/dlog Z| past this share of its terms' size: log Z off its optimum
 ENERGY_ADAM: AdamSettings = {**ADAM_DEFAULTS, "lr": 1e-4, "betas": [0.5, 0.999]}
 
 
-class AdversarialEBM(GenerativeModule):
+class AdversarialEBM(LogZTracking, GenerativeModule):
     """Energy E, learnable log Z and generator q trained as in Finn et al. (2016), section 3.
 
     Each batch draws one generated batch for an energy step on L_D and, every ``n_critic``-th
@@ -90,42 +88,68 @@ class AdversarialEBM(GenerativeModule):
         self.save_networks_and_hyperparameters(generator=self.generator, energy=self.energy)
 
     def training_step(self, x_real: Tensor, batch_idx: int) -> None:
+        """The paper's two steps on one batch: draw a generated batch, an energy step on L_D,
+        then, every ``n_critic``-th batch, a generator step under the new energy; one log."""
         energy_opt, generator_opt = self.optimizers()  # type: ignore[attr-defined]
         generator_turn = self.train_generator and (batch_idx + 1) % self.n_critic == 0
+        logging = (batch_idx + 1) % self.trainer.log_every_n_steps == 0  # type: ignore[attr-defined]
         fake = self.generate(self.generated_batch_size or len(x_real), keep_graph=generator_turn)
         with torch.no_grad():
             log_q_real = self.log_q(x_real)
-        log_q_fake = fake.log_q.detach()
+        stats = self.energy_step(energy_opt, x_real, log_q_real, fake, logging)
+        if generator_turn:
+            stats["loss_g"] = self.generator_step(generator_opt, fake, x_real)
+        self.log_training(stats, log_q_real, fake, len(x_real))
 
-        # Energy step: minimise L_D over E and log Z, with samples and log q held fixed.
-        energy_real, energy_fake = self.energy_of(x_real), fake.energy(self.energy_of, True)
-        logging = (batch_idx + 1) % self.trainer.log_every_n_steps == 0  # type: ignore[attr-defined]
+    def energy_step(self, optimizer: LightningOptimizer, x_real: Tensor, log_q_real: Tensor,
+                    fake: GeneratedBatch, logging: bool) -> dict[str, Tensor]:
+        """Minimise L_D over E and log Z, with the samples and log q held fixed (log Z first
+        moved toward the batch's L_D optimum, :meth:`track_log_z`); returns L_D per dimension,
+        the energies, and on ``logging`` steps the input gradients' norms."""
+        energy_real = self.energy_of(x_real)
+        energy_fake = fake.energy(self.energy_of, detach=True)
+        log_q_fake = fake.log_q.detach()
         self.track_log_z(torch.cat([energy_real, energy_fake]).detach(),
                          torch.cat([log_q_real, log_q_fake]), len(x_real), logging)
         loss_d = objectives.discriminator_loss(energy_real, energy_fake, self.log_z,
                                                log_q_real, log_q_fake)
         penalty = self.energy_reg * objectives.energy_magnitude_penalty(energy_real, energy_fake)
+        stats: dict[str, Tensor] = {}
         if self.r1_gamma > 0 or logging:
             grad_real, grad_fake = self.energy_input_gradients(x_real, fake.x)
             penalty = penalty + self.r1_gamma * objectives.r1_penalty(grad_real)
-            self.log_dict({"train/grad_x_energy_real": input_gradient_norms(grad_real.detach()),
-                           "train/grad_x_energy_fake": input_gradient_norms(grad_fake)})
+            stats = {"grad_x_energy_real": input_gradient_norms(grad_real.detach()),
+                     "grad_x_energy_fake": input_gradient_norms(grad_fake)}
         dims = self.generator.num_dims
-        self.optimise(energy_opt, (loss_d + penalty) / dims, "energy", loss_d)
+        self.optimise(optimizer, (loss_d + penalty) / dims, "energy", loss_d)
+        return {**stats, "loss_d": loss_d.detach() / dims, "energy_real": energy_real.detach(),
+                "energy_fake": energy_fake.detach()}
 
-        # Generator step: the generator objective (the paper's L_G, eq. 2) under the new energy.
-        if generator_turn:
-            with self.toggled_optimizer(generator_opt):
-                surrogate, loss_g = self.generator_loss(fake, x_real)
-                self.optimise(generator_opt, surrogate / dims, "generator", loss_g)
-            self.log("train/loss_g", loss_g / dims, prog_bar=True)
-        self.log_dict({f"train/{k}": v for k, v in {
-            "loss_d": loss_d.detach() / dims,
-            **discriminator_stats(energy_real.detach(), energy_fake.detach(), log_q_real,
-                                  log_q_fake, self.log_z.detach()),
-            **generator_stats(fake.x.detach(), log_q_fake, fake.log_q_base,
-                              self.continuous_images)}.items()}, batch_size=len(x_real))
-        self.log("train/log_z", self.log_z.detach(), prog_bar=True)
+    def generator_step(self, optimizer: LightningOptimizer, fake: GeneratedBatch,
+                       x_real: Tensor) -> Tensor:
+        """One step of the generator objective (the paper's L_G, eq. 2, or its variants) under
+        the energy as the energy step left it; returns L_G per dimension."""
+        dims = self.generator.num_dims
+        with self.toggled_optimizer(optimizer):
+            surrogate, loss_g = self.generator_loss(fake, x_real)
+            self.optimise(optimizer, surrogate / dims, "generator", loss_g)
+        return loss_g / dims
+
+    def log_training(self, stats: dict[str, Tensor], log_q_real: Tensor, fake: GeneratedBatch,
+                     batch_size: int) -> None:
+        """Log a training batch: the losses and input gradients of the steps, what the
+        discriminator and the generated batch look like (:mod:`training_stats`), log Z."""
+        energy_real, energy_fake = stats.pop("energy_real"), stats.pop("energy_fake")
+        log_q_fake = fake.log_q.detach()
+        stats |= {**discriminator_stats(energy_real, energy_fake, log_q_real, log_q_fake,
+                                        self.log_z.detach()),
+                  **generator_stats(fake.x.detach(), log_q_fake, fake.log_q_base,
+                                    self.continuous_images)}
+        shown = {key: stats.pop(key) for key in ("loss_g",) if key in stats}
+        self.log_dict({f"train/{key}": value for key, value in stats.items()},
+                      batch_size=batch_size)
+        self.log_dict({f"train/{key}": value for key, value in
+                       {**shown, "log_z": self.log_z.detach()}.items()}, prog_bar=True)
         self.log_train_likelihood(log_q_real)
 
     def generator_loss(self, fake: GeneratedBatch, x_real: Tensor) -> tuple[Tensor, Tensor]:
@@ -154,11 +178,11 @@ class AdversarialEBM(GenerativeModule):
     @property
     def learnable_energy(self) -> nn.Module:
         """f, the energy's learnable part: a residual energy's net, else the energy itself."""
-        return self.energy.net if isinstance(self.energy, ResidualEnergy) else self.energy
+        return learnable_part(self.energy)
 
     def networks(self) -> list[nn.Module]:
         """The generator, the energy's learnable part and a residual energy's base."""
-        base = getattr(self.energy, "base", None)
+        base = base_of(self.energy)
         return [*super().networks(), self.learnable_energy, *([base] if base is not None else [])]
 
     @property
@@ -192,46 +216,10 @@ class AdversarialEBM(GenerativeModule):
         self.manual_backward(loss)
         optimizer.step()
 
-    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
-        """Clip ``optimizer``'s gradients to its own settings' norm (:meth:`clip` logs the norm
-        and how often it clips). Lightning calls this inside ``optimizer.step()``, after a
-        16-mixed run's grad scaler has unscaled the gradients: clipping before ``step()`` would
-        act on gradients multiplied by the loss scale."""
-        energy_opt, _ = self.optimizers()  # type: ignore[attr-defined]
-        if optimizer is getattr(energy_opt, "optimizer", energy_opt):
-            self.clip(optimizer, self.energy_optim, "energy")
-        else:
-            self.clip(optimizer, self.generator_optim, "generator")
-
     def energy_of(self, x: Tensor, base_log_prob: Tensor | None = None) -> Tensor:
         """E(x), shape ``(B,)``, float32 or wider under any autocast setting; ``base_log_prob``
         is a residual energy's log q0(x) where it is already computed."""
         return energy_at(self.energy, x, base_log_prob)
-
-    def track_log_z(self, energy: Tensor, log_q: Tensor, num_real: int, logging: bool) -> None:
-        """Move log Z toward the L_D-optimal offset of the union of the data batch (its first
-        ``num_real`` entries) and the generated batch (fact 1), the mean over ranks: all the way
-        on the first batch, a fraction ``log_z_tracking`` after it. On ``logging`` steps logs
-        that offset (``train/log_z_ld_optimal``) and ``train/log_z_gap``, the learned log Z minus
-        it. With tracking off the offset is only computed for the first batch and the log."""
-        initialised = bool(self.log_z_initialised)
-        if initialised and self.log_z_tracking == 0 and not logging:
-            return
-        energy, log_q = energy.double(), log_q.double()  # the check must not see rounding
-        local = objectives.ld_optimal_log_z(energy, log_q, num_real)
-        gradient, size = objectives.log_z_derivative(energy, log_q, local, num_real)
-        if abs(gradient) > UNCONVERGED * size:
-            warnings.warn(f"log Z: this batch's L_D-optimal log Z did not converge (dL_D/dlog Z "
-                          f"{gradient:.3g} at {float(local):.6g})", stacklevel=2)
-        optimum = self.trainer.strategy.reduce(local, reduce_op="mean")
-        step = self.log_z_tracking if initialised else 1.0
-        if initialised and logging:
-            self.log_dict({"train/log_z_ld_optimal": optimum.float(),
-                           "train/log_z_gap": self.log_z.detach() - optimum.float()})
-        if step > 0:
-            with torch.no_grad():
-                self.log_z.lerp_(torch.as_tensor(optimum, dtype=self.log_z.dtype), step)
-        self.log_z_initialised.fill_(True)
 
     def score(self, x: Tensor) -> dict[str, Tensor]:
         """The learned EBM at ``x``: ``energy`` E(x) and ``log_prob`` = -E(x) - log Z under the
@@ -261,10 +249,10 @@ class AdversarialEBM(GenerativeModule):
         with eval_mode(self):
             return sample_ebm(self.generator, self.energy, num_samples, method, **options)
 
-    def optimizer_settings(self) -> list[tuple[list[nn.Parameter], AdamSettings]]:
+    def optimizer_settings(self) -> list[tuple[str, list[nn.Parameter], AdamSettings]]:
         trainable = [p for p in self.energy.parameters() if p.requires_grad]
-        return [([*trainable, self.log_z], self.energy_optim),
-                (list(self.generator.parameters()), self.generator_optim)]
+        return [("energy", [*trainable, self.log_z], self.energy_optim),
+                ("generator", list(self.generator.parameters()), self.generator_optim)]
 
     def on_train_start(self) -> None:
         if self.global_rank:  # every rank draws its own generator samples

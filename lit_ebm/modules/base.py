@@ -2,8 +2,8 @@
 likelihood, clipping and the finite-loss guard.
 
 Every log-density is computed in float32 or wider whatever the Trainer's precision: the
-generator is evaluated through :meth:`GenerativeModule.log_q` and
-:meth:`GenerativeModule.sample_q` (:mod:`lit_ebm.precision`).
+generator is evaluated through :meth:`GenerativeModule.log_q`, and draws through
+:func:`lit_ebm.generated_batch.draw_generated_batch` (:mod:`lit_ebm.precision`).
 
 Modules receive built networks and plain hyperparameters. Hyperparameters are saved as plain
 containers, networks as their registry descriptions (:mod:`lit_ebm.registry`), so checkpoints
@@ -116,10 +116,6 @@ class GenerativeModule(pl.LightningModule):
         """log q(x), shape ``(B,)``, in float32 or wider under any autocast setting."""
         return density_call(self.generator, x.device.type, self.generator.log_prob, x)
 
-    def sample_q(self, num_samples: int) -> tuple[Tensor, Tensor]:
-        """``generator.sample(num_samples)``, its log q in float32 or wider."""
-        return density_call(self.generator, self.device.type, self.generator.sample, num_samples)
-
     def log_train_likelihood(self, log_q: Tensor) -> None:
         for name, values in self.likelihood_stats(log_q.detach()).items():
             self.log(f"train/{name}", values.mean(), prog_bar=name == "bpd",
@@ -145,15 +141,15 @@ class GenerativeModule(pl.LightningModule):
         """The trained model's normalised log-density (here the generator's)."""
         return self.log_q(x)
 
-    def optimizer_settings(self) -> list[tuple[list[nn.Parameter], AdamSettings]]:
-        """The parameters and Adam settings of each optimiser, in ``configure_optimizers``
-        order."""
+    def optimizer_settings(self) -> list[tuple[str, list[nn.Parameter], AdamSettings]]:
+        """Each optimiser's role (what it trains: ``"generator"``, ``"energy"``), parameters
+        and Adam settings, in ``configure_optimizers`` order."""
         raise NotImplementedError
 
     def configure_optimizers(self) -> Any:
         """One Adam per entry of :meth:`optimizer_settings`, each with its schedule if any."""
         configured = []
-        for params, settings in self.optimizer_settings():
+        for _, params, settings in self.optimizer_settings():
             optimizer = adam(params, settings)
             entry: dict[str, Any] = {"optimizer": optimizer}
             if self.lr_schedule == "cosine":
@@ -161,6 +157,17 @@ class GenerativeModule(pl.LightningModule):
                 entry["lr_scheduler"] = LambdaLR(optimizer, factor)
             configured.append(entry)
         return configured[0] if len(configured) == 1 else configured
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Clip ``optimizer``'s gradients to its own settings' norm (:meth:`clip`), for every
+        module and optimiser. Lightning calls this inside ``optimizer.step()``, after a
+        16-mixed run's grad scaler has unscaled the gradients: clipping before ``step()`` would
+        act on gradients multiplied by the loss scale."""
+        configured = self.optimizers()
+        wrapped = configured if isinstance(configured, list) else [configured]
+        index = [getattr(o, "optimizer", o) for o in wrapped].index(optimizer)
+        role, _, settings = self.optimizer_settings()[index]
+        self.clip(optimizer, settings, role)
 
     def clip(self, optimizer: Optimizer | LightningOptimizer, settings: AdamSettings,
              role: str) -> None:

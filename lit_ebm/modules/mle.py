@@ -3,10 +3,7 @@ with."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor, nn
-from torch.optim import Optimizer
 
 from lit_ebm.generators.base import Generator
 from lit_ebm.modules.base import ADAM_DEFAULTS, AdamSettings, GenerativeModule
@@ -30,9 +27,5 @@ class MaximumLikelihood(GenerativeModule):
         self.log_train_likelihood(log_q)
         return loss
 
-    def optimizer_settings(self) -> list[tuple[list[nn.Parameter], AdamSettings]]:
-        return [(list(self.generator.parameters()), self.generator_optim)]
-
-    def configure_gradient_clipping(self, optimizer: Optimizer, gradient_clip_val: Any = None,
-                                    gradient_clip_algorithm: Any = None) -> None:
-        self.clip(optimizer, self.generator_optim, "generator")
+    def optimizer_settings(self) -> list[tuple[str, list[nn.Parameter], AdamSettings]]:
+        return [("generator", list(self.generator.parameters()), self.generator_optim)]

@@ -36,7 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                "2 bad study file or settings.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", required=True,
-                        help="a study file, or a shipped study's name (mnist5k, fashion_mnist)")
+                        help="a study file, or a shipped study's name (mnist5k, mnist5k_ablation, "
+                             "fashion_mnist)")
     parser.add_argument("--results-dir", default=None,
                         help="where results.json, table.md, curves and grids go (default: "
                              "benchmarks/results/study_<name>)")

@@ -29,8 +29,8 @@ def draw_curves(results: dict[str, Any], generator: str, path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ConfigError("the study's curves need matplotlib: pip install 'lit_ebm[study]'"
-                          ) from None
+        raise ConfigError("the study's curves need matplotlib: "
+                          'pip install "lit_ebm[study]"') from None
     runs = {arm: runs_of(results, generator, arm) for arm in COLOURS}
     figures = ["val/bpd", *sorted({key for arm_runs in runs.values() for run in arm_runs
                                    for point in run["trained"]["curve"] for key in point

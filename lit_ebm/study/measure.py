@@ -16,13 +16,9 @@ from torchvision.utils import save_image
 
 from lit_ebm.evaluation.ebm import LogZEstimate, draw_ebm, estimate_log_z, estimate_log_z_annealed
 from lit_ebm.evaluation.loading import LoadedCheckpoint, load_checkpoint
-from lit_ebm.evaluation.measure import (
-    Reference,
-    load_reference,
-    validation_bits,
-    with_sample_metrics,
-)
+from lit_ebm.evaluation.measure import with_sample_metrics
 from lit_ebm.evaluation.quality import generated_levels
+from lit_ebm.evaluation.reference import Reference, load_reference, validation_bits
 from lit_ebm.evaluation.results import Row
 from lit_ebm.evaluation.settings import KID_SUBSET_SIZE, EvaluationSettings
 from lit_ebm.generators import bits_per_dim, to_levels

@@ -8,6 +8,7 @@ thing "beats" another when the gap exceeds the two standard deviations summed.""
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
@@ -107,9 +108,15 @@ def reliability(runs: list[dict[str, Any]]) -> str:
     return f" ({reliable}/{len(runs)} reliable)"
 
 
+UNREPLICATED = "no verdict on one training seed"
+
+
 def beats(a: dict[str, float], b: dict[str, float]) -> str:
     """"lower" when a's mean is below b's by more than their summed standard deviations,
-    "higher" in the other direction, else "no difference beyond the spread"."""
+    "higher" in the other direction, else "no difference beyond the spread"; no verdict where
+    either holds fewer than two training seeds (``n``), since one has no spread to compare."""
+    if min(a.get("n", 2), b.get("n", 2)) < 2:
+        return UNREPLICATED
     gap, band = b["mean"] - a["mean"], a["std"] + b["std"]
     return "lower" if gap > band else "higher" if -gap > band else "no difference beyond the spread"
 
@@ -154,59 +161,103 @@ def verdicts(results: dict[str, Any], generator: str) -> list[str]:
     for ebm_arm, other in bits:  # beside ML continued, and beside the EBM's own base q0
         ebm = run_figure(runs_of(results, generator, ebm_arm), "ebm_bpd")
         against = run_figure(runs_of(results, generator, other), "bpd")
+        if against is not None and other == "start":  # one model, shared by every seed
+            against = {**against, "n": math.inf}
         if ebm is not None and against is not None:
             lines.append(f"bits/dim: {ARM_TITLES[ebm_arm]} {cell(ebm)} against "
                          f"{ARM_TITLES[other]} {cell(against)}: {beats(ebm, against)}")
     return lines
 
 
-HEADER = ("| arm | sampler | test FID | recall | bits/dim | seconds per sample | training "
+def ablation_lines(results: dict[str, Any], generator: str) -> list[str]:
+    """The ablation table of one generator: (b), then each row with its change and its test
+    FID against (b)'s, across training seeds; none where the study has no ablation."""
+    rows = results["study"]["generators"][generator]["ablations"]
+    base = runs_of(results, generator, "adversarial")
+    if not rows or not base:
+        return []
+    plain = "generator T=1"
+    base_fid = sampler_figures(base, "fid")[plain]
+    split = results["study"]["evaluation"]["split"]
+    lines = [f"### {generator}: ablation of (b), each row for (b)'s budget and seeds\n",
+             f"| row | what it changes | {split} FID (T=1) | recall | bits/dim | training "
+             "seconds | passes per image | training seeds | FID against (b) |\n"
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in {"adversarial": None, **rows}.items():
+        runs = runs_of(results, generator, name)
+        if not runs:
+            continue
+        fid, recall = sampler_figures(runs, "fid")[plain], sampler_figures(runs, "recall")[plain]
+        change = ("(b) itself" if row is None else " ".join(
+            ([f"config {row['config']}"] if row["config"] else []) + row["overrides"]))
+        budget = budget_of(results, generator, name)
+        lines.append(f"| {name} | {change or 'nothing'} | {cell(fid)} | {cell(recall, 3)} | "
+                     f"{cell(run_figure(runs, 'bpd'))} | {cell(budget['train_seconds'])} | "
+                     f"{cell(budget['passes_per_image'])} | {fid['n']:g} | "
+                     f"{'' if row is None else beats(fid, base_fid)} |")
+    return [*lines, ""]
+
+
+HEADER = ("| arm | sampler | {split} FID | recall | bits/dim | seconds per sample | training "
           "seconds | passes per image | training seeds |\n|---|---|---|---|---|---|---|---|---|")
 
 
 def render_table(results: dict[str, Any]) -> str:
     """table.md: per generator, every arm's rows, then the verdicts and what the figures are."""
-    study = results["study"]
-    parts = [f"# Study {study['name']}: {study['data']}, measured on the "
-             f"{study['evaluation']['split']} split\n"]
+    study, split = results["study"], results["study"]["evaluation"]["split"]
+    parts = [f"# Study {study['name']}: {study['data']}, measured on the {split} split\n"]
     for generator in study["generators"]:
         lines = [line for arm in ("start", *ARMS) for line in arm_lines(results, generator, arm)]
         if not lines:
             continue
-        parts += [f"## {generator}\n", HEADER, *lines, "",
-                  *(f"- {line}" for line in verdicts(results, generator)), ""]
+        parts += [f"## {generator}\n", HEADER.format(split=split), *lines, "",
+                  *(f"- {line}" for line in verdicts(results, generator)), "",
+                  *ablation_lines(results, generator)]
     parts += [f"Mean ± standard deviation across training seeds (each the mean over sampling "
               f"seeds {study['evaluation']['sampling_seeds']}); a row is lower or higher than "
-              "another only when the gap exceeds the two standard deviations summed. Budgets: "
-              f"{study['budget_seconds']:g} s inside training steps for (a), for (b) and (c) "
-              "together, and for (d), on "
-              f"{results.get('machine', 'this machine')}; (c)'s seconds and passes include "
-              "(b)'s. " + LOG_Z_WARNING, ""]
+              "another only when the gap exceeds the two standard deviations summed. "
+              f"{budget_sentence(study, results.get('machine', 'this machine'))} "
+              + LOG_Z_WARNING, ""]
     return "\n".join(parts)
 
 
+def budget_sentence(study: dict[str, Any], machine: str) -> str:
+    """What each arm and ablation row was given, in seconds inside training steps."""
+    seconds = f"Budgets: {study['budget_seconds']:g} s inside training steps"
+    ablated = any(runs["ablations"] for runs in study["generators"].values())
+    if "energy_over_adversarial" not in study["arms"]:
+        return f"{seconds} for each arm{' and ablation row' if ablated else ''}, on {machine}."
+    return (f"{seconds} for (a), for (b) and (c) together, and for (d), on {machine}; (c)'s "
+            "seconds and passes include (b)'s." + (" Each ablation row has (b)'s part of its "
+                                                   "budget." if ablated else ""))
+
+
 def readme_block(results: dict[str, Any]) -> str:
-    """The README's rows of one study: ML continued, the adversarial generator and both EBMs
-    at the headline sampler, test FID and bits/dim across training seeds; then the verdicts."""
+    """The README's table of one study: per generator, ML continued, the adversarial generator
+    and both EBMs at the headline sampler, with FID and bits/dim across training seeds, each
+    against ML continued's (table.md has every sampler and verdict)."""
     head = headline_label(HeadlineSampler(**results["study"]["evaluation"]["headline"]))
-    lines = ["| generator | arm | test FID | bits/dim | seconds per sample | training seeds |",
-             "|---|---|---|---|---|---|"]
+    split, plain = results["study"]["evaluation"]["split"], "generator T=1"
+    lines = [f"| generator | arm | {split} FID | FID against (a) | bits/dim | bits/dim against (a) "
+             "| seconds per sample | training seeds |", "|---|---|---|---|---|---|---|---|"]
     for generator in results["study"]["generators"]:
-        for arm, label in (("ml_continued", "generator T=1"), ("adversarial", "generator T=1"),
+        continued = runs_of(results, generator, "ml_continued")
+        base_fid = sampler_figures(continued, "fid").get(plain) if continued else None
+        base_bits = run_figure(continued, "bpd") if continued else None
+        for arm, label in (("ml_continued", plain), ("adversarial", plain),
                            ("energy_over_adversarial", head), ("energy_over_ml", head)):
             runs = runs_of(results, generator, arm)
             fid = sampler_figures(runs, "fid").get(label) if runs else None
             if fid is None:
                 continue
-            seconds = sampler_figures(runs, "seconds_per_sample")[label]
             ebm = arm.startswith("energy")
             bits = run_figure(runs, "ebm_bpd" if ebm else "bpd")
-            mark = reliability(runs) if ebm else ""
+            against = [beats(mine, base) if arm != "ml_continued" and None not in (mine, base)
+                       else "" for mine, base in ((fid, base_fid), (bits, base_bits))]
+            seconds = sampler_figures(runs, "seconds_per_sample")[label]
             lines.append(f"| {generator} | {ARM_TITLES[arm]}, {label} | {cell(fid)} | "
-                         f"{cell(bits)}{mark} | {cell(seconds, 3)} | {fid['n']:g} |")
+                         f"{against[0]} | {cell(bits)}{reliability(runs) if ebm else ''} | "
+                         f"{against[1]} | {cell(seconds, 3)} | {fid['n']:g} |")
     if len(lines) == 2:
         return "No arm of this study has been measured yet.\n"
-    lines.append("")
-    for generator in results["study"]["generators"]:
-        lines += [f"- {generator}: {line}" for line in verdicts(results, generator)]
     return "\n".join(lines) + "\n"

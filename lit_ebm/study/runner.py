@@ -27,7 +27,7 @@ from lit_ebm.study.runs import (
     generator_checksum,
     train_run,
 )
-from lit_ebm.study.spec import ARMS, Study
+from lit_ebm.study.spec import Study, normalised
 
 RESULTS_FILE = "results.json"
 
@@ -39,15 +39,17 @@ def machine() -> str:
 
 def load_results(folder: Path, study: Study) -> dict[str, Any]:
     """The results recorded so far in ``folder`` for ``study`` (none: an empty record);
-    refuses results made by a different study file."""
+    refuses results made by a different study file. The study is recorded whole, with the
+    defaults of settings added since a file was written."""
+    recorded = json.loads(json.dumps(asdict(study)))
     path = folder / RESULTS_FILE
     if not path.is_file():
-        return {"study": asdict(study), "machine": machine(), "runs": {}}
+        return {"study": recorded, "machine": machine(), "runs": {}}
     stored = json.loads(path.read_text())
-    if stored["study"] != json.loads(json.dumps(asdict(study))):
+    if json.loads(json.dumps(normalised(stored["study"]))) != recorded:
         raise ConfigError(f"{path} holds the results of a different study file: restore the "
                           "study file it was made with, or move it away to start afresh")
-    return stored
+    return stored | {"study": recorded}
 
 
 def save_results(results: dict[str, Any], folder: Path) -> None:
@@ -79,13 +81,19 @@ class StudyRunner:
     def run(self) -> None:
         for generator in self.study.generators:
             seeds = [s for s in self.study.seeds if not all(
-                run_id(generator, arm, s) in self.results["runs"] for arm in ARMS)]
+                run_id(generator, arm, s) in self.results["runs"]
+                for arm in self.row_names(generator))]
             if seeds or run_id(generator, "start") not in self.results["runs"]:
                 start = self.start(generator)
                 for seed in seeds:
                     self.arms(generator, seed, start)
+                    self.ablations(generator, seed, start)
             elif not self.start_file(generator).is_file():
                 self.start(generator, train=False)  # export it from its run folder, if there
+
+    def row_names(self, generator: str) -> list[str]:
+        """The arms and ablation rows each training seed of ``generator`` has."""
+        return [*self.study.arms, *self.study.generators[generator].ablations]
 
     def start_file(self, generator: str) -> Path:
         """Where the ML start's generator is kept beside the results (small enough to commit),
@@ -126,29 +134,44 @@ class StudyRunner:
         return kept
 
     def arms(self, generator: str, seed: int, start: Path) -> None:
-        """(a), (b) then (c) over it, and (d) for one training seed, skipping what is held."""
-        specs, budget = self.study.generators[generator], self.study.budget_seconds
-        share = self.study.energy_share
-        runs = self.results["runs"]
+        """The study's arms for one training seed, skipping what is held: (a), (b) then (c)
+        over it, (d)."""
+        budget, arms, held = self.study.budget_seconds, self.study.arms, self.results["runs"]
 
-        def name(arm: str) -> str:
-            return f"{generator}_{arm}_seed{seed}"
+        def needed(arm: str) -> bool:
+            return arm in arms and run_id(generator, arm, seed) not in held
 
-        if run_id(generator, "ml_continued", seed) not in runs:
-            trained = train_run(self.study, specs.ml_continued, name("ml_continued"), seed,
-                                self.output_dir, start, budget)
-            self.record(generator, "ml_continued", seed, trained, ebm=False)
-        if run_id(generator, "energy_over_adversarial", seed) not in runs:
-            adversarial = train_run(self.study, specs.adversarial, name("adversarial"), seed,
-                                    self.output_dir, start, (1 - share) * budget)
-            energy = train_run(self.study, specs.energy, name("energy_over_adversarial"), seed,
-                               self.output_dir, adversarial.checkpoint, share * budget)
+        if needed("ml_continued"):
+            self.record(generator, "ml_continued", seed,
+                        self.train(generator, "ml_continued", seed, start, budget), ebm=False)
+        if needed("adversarial") or needed("energy_over_adversarial"):  # (c) needs (b)'s run
+            adversarial = self.train(generator, "adversarial", seed, start,
+                                     self.study.adversarial_seconds())
+            energy = self.train(generator, "energy_over_adversarial", seed,
+                                adversarial.checkpoint, self.study.energy_share * budget) \
+                if "energy_over_adversarial" in arms else None
             self.record(generator, "adversarial", seed, adversarial, ebm=False)
-            self.record(generator, "energy_over_adversarial", seed, energy, ebm=True)
-        if run_id(generator, "energy_over_ml", seed) not in runs:
-            trained = train_run(self.study, specs.energy, name("energy_over_ml"), seed,
-                                self.output_dir, start, budget)
-            self.record(generator, "energy_over_ml", seed, trained, ebm=True)
+            if energy is not None:
+                self.record(generator, "energy_over_adversarial", seed, energy, ebm=True)
+        if needed("energy_over_ml"):
+            self.record(generator, "energy_over_ml", seed,
+                        self.train(generator, "energy_over_ml", seed, start, budget), ebm=True)
+
+    def ablations(self, generator: str, seed: int, start: Path) -> None:
+        """The ablation rows of (b) for one training seed, each for (b)'s budget."""
+        for name in self.study.generators[generator].ablations:
+            if run_id(generator, name, seed) not in self.results["runs"]:
+                trained = self.train(generator, name, seed, start,
+                                     self.study.adversarial_seconds())
+                self.record(generator, name, seed, trained, ebm=False)
+
+    def train(self, generator: str, row: str, seed: int, init: Path,
+              seconds: float) -> TrainedRun:
+        """Train the arm or ablation row ``row`` of one training seed from ``init`` for
+        ``seconds``."""
+        spec = self.study.generators[generator].spec(row)
+        return train_run(self.study, spec, f"{generator}_{row}_seed{seed}", seed,
+                         self.output_dir, init, seconds)
 
     def record(self, generator: str, arm: str, seed: int | None, trained: TrainedRun,
                ebm: bool) -> None:

@@ -4,11 +4,16 @@ measured (docs/studies.md). Loaded strictly: an unknown key or a bad value is a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
+from omegaconf.errors import (
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from lit_ebm.config.rules import (
     check_settings,
@@ -24,8 +29,15 @@ from lit_ebm.errors import ConfigError
 ARMS = ("ml_continued", "adversarial", "energy_over_adversarial", "energy_over_ml")
 """The continuation arms, each from the same ML start: (a) maximum likelihood continued, (b) the
 adversarial generator, (c) the energy alone over (b)'s generator, (d) the energy alone over the
-ML start's generator. (b) and (c) share one budget; (a) and (d) have one each."""
+ML start's generator. (b) and (c) share one budget; (a) and (d) have one each; (b) has the whole
+of its budget where a study leaves (c) out."""
 SAMPLERS = ("generator", "sir", "imh", "mala")
+
+
+def config_key(arm: str) -> str:
+    """The key of a generator's section that names an arm's config: (c) and (d) share
+    ``energy``."""
+    return "energy" if arm.startswith("energy") else arm
 
 
 @dataclass
@@ -37,14 +49,37 @@ class RunSpec:
 
 
 @dataclass
+class Ablation:
+    """One row of an ablation: the adversarial arm (b) with ``overrides`` added to its own, or,
+    with ``config``, that config and ``overrides`` alone (a control such as maximum likelihood
+    with (b)'s optimiser); trained from the same start for (b)'s budget and seeds."""
+
+    config: str | None = None
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
 class GeneratorStudy:
-    """The runs of one generator: its ML start (trained to the end of its schedule), and the
-    configs of the arms continued from it (the energy config serves (c) and (d))."""
+    """The runs of one generator: its ML start (trained to the end of its schedule), the
+    configs of the arms continued from it (the energy config serves (c) and (d)), and the rows
+    of an ablation of (b), by name."""
 
     start: RunSpec = field(default_factory=RunSpec)
-    ml_continued: RunSpec = field(default_factory=RunSpec)
-    adversarial: RunSpec = field(default_factory=RunSpec)
-    energy: RunSpec = field(default_factory=RunSpec)
+    ml_continued: RunSpec | None = None  # each needed where the study trains its arm
+    adversarial: RunSpec | None = None
+    energy: RunSpec | None = None
+    ablations: dict[str, Ablation] = field(default_factory=dict)
+
+    def spec(self, arm: str) -> RunSpec:
+        """What the arm or ablation row ``arm`` trains (an arm's spec is checked present)."""
+        if arm in ARMS:
+            spec = getattr(self, config_key(arm))
+            assert spec is not None, f"{arm} has no config: load studies with load_study"
+            return spec
+        row, adversarial = self.ablations[arm], self.spec("adversarial")
+        if row.config is not None:
+            return RunSpec(row.config, list(row.overrides))
+        return RunSpec(adversarial.config, [*adversarial.overrides, *row.overrides])
 
 
 @dataclass
@@ -82,11 +117,28 @@ class Study:
     data: str = setting(MISSING, one_of("mnist5k", "mnist", "fashion_mnist", "cifar10"))
     start_seed: int = 0
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # training seeds of each arm
+    arms: list[str] = field(default_factory=lambda: list(ARMS))  # the arms it trains
     budget_seconds: float = setting(MISSING, positive)  # per arm; (b) + (c) share one
     energy_share: float = setting(0.34, unit_interval)  # (c)'s part of (b) + (c)
     overrides: list[str] = field(default_factory=list)  # every run's, before its own
     generators: dict[str, GeneratorStudy] = field(default_factory=dict)
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+
+    def adversarial_seconds(self) -> float:
+        """(b)'s budget, which its ablation rows share: its part of (b) + (c), or the whole
+        budget where the study leaves (c) out."""
+        if "energy_over_adversarial" in self.arms:
+            return (1 - self.energy_share) * self.budget_seconds
+        return self.budget_seconds
+
+
+def normalised(study: dict) -> dict | None:
+    """A study as recorded in a results file, with the defaults of settings added since; None
+    where it holds a setting this version does not know."""
+    try:
+        return asdict(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Study), study)))
+    except OmegaConfBaseException:
+        return None
 
 
 def load_study(path: str | Path) -> Study:
@@ -110,4 +162,29 @@ def load_study(path: str | Path) -> Study:
     unknown = set(study.generators) - {"realnvp", "pixelcnn"}
     if unknown:
         raise ConfigError(f"{path}: generators are named realnvp or pixelcnn, got {unknown}")
+    check_arms(study, path)
     return study
+
+
+def check_arms(study: Study, path: Path) -> None:
+    """The arms are known and complete ((c) needs (b)); ablation rows need (b) and names of
+    their own."""
+    if not study.arms or set(study.arms) - set(ARMS) or len(set(study.arms)) < len(study.arms):
+        raise ConfigError(f"{path}: arms are distinct names among {', '.join(ARMS)}; "
+                          f"got {study.arms}")
+    if "energy_over_adversarial" in study.arms and "adversarial" not in study.arms:
+        raise ConfigError(f"{path}: the arm energy_over_adversarial is fitted over the "
+                          "adversarial arm's generator: add adversarial to arms")
+    for generator, runs in study.generators.items():
+        for arm in study.arms:
+            key = config_key(arm)
+            if getattr(runs, key) is None:
+                raise ConfigError(f"{path}: the arm {arm} needs generators.{generator}.{key}: "
+                                  "add its config, or leave the arm out of arms")
+        taken = set(runs.ablations) & {"start", *ARMS}
+        if taken:
+            raise ConfigError(f"{path}: {generator}'s ablation rows {sorted(taken)} take the "
+                              "name of an arm: rename them")
+        if runs.ablations and "adversarial" not in study.arms:
+            raise ConfigError(f"{path}: {generator}'s ablation rows vary the adversarial arm: "
+                              "add adversarial to arms")
