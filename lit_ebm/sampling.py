@@ -210,9 +210,10 @@ def resolve_options(generator: Generator, energy: nn.Module | None, method: str,
                 f"target_accept must be a number in (0, 1), got {target!r}")
         latent_target(generator, energy)  # refuses generators that are not flows
     if resolved.get("base_mixture"):
-        require(base_of(energy) is not None, "base_mixture", "base_mixture proposes "
-                "from (q + q0) / 2 with q0 a residual energy's base, and this energy is "
-                "not residual: leave base_mixture off")
+        residual = energy is not None and base_of(energy) is not None
+        require(residual, "base_mixture", "base_mixture proposes from (q + q0) / 2 with q0 a "
+                "residual energy's base, and this energy is not residual: leave base_mixture "
+                "off")
     return resolved
 
 

@@ -42,7 +42,7 @@ def field_notes(cls: type) -> dict[str, str]:
         match = re.match(r" {4}(\w+):", line)
         if match is None or match.group(1) in notes:
             continue
-        number, above = first + offset, []
+        number, above = first + offset, list[str]()
         while comments.get(number - 1 - len(above)) is not None and re.match(
                 r"\s*#", lines[offset - 1 - len(above)]):
             above.insert(0, comments[number - 1 - len(above)])

@@ -252,8 +252,9 @@ def readme_block(results: dict[str, Any]) -> str:
                 continue
             ebm = arm.startswith("energy")
             bits = run_figure(runs, "ebm_bpd" if ebm else "bpd")
-            against = [beats(mine, base) if arm != "ml_continued" and None not in (mine, base)
-                       else "" for mine, base in ((fid, base_fid), (bits, base_bits))]
+            against = [beats(mine, base) if arm != "ml_continued" and mine is not None
+                       and base is not None else ""
+                       for mine, base in ((fid, base_fid), (bits, base_bits))]
             seconds = sampler_figures(runs, "seconds_per_sample")[label]
             lines.append(f"| {generator} | {ARM_TITLES[arm]}, {label} | {cell(fid)} | "
                          f"{against[0]} | {cell(bits)}{reliability(runs) if ebm else ''} | "

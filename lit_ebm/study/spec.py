@@ -136,9 +136,11 @@ def normalised(study: dict) -> dict | None:
     """A study as recorded in a results file, with the defaults of settings added since; None
     where it holds a setting this version does not know."""
     try:
-        return asdict(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Study), study)))
+        merged = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Study), study))
     except OmegaConfBaseException:
         return None
+    assert isinstance(merged, Study)
+    return asdict(merged)
 
 
 def load_study(path: str | Path) -> Study:
